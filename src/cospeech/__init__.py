@@ -1,0 +1,21 @@
+"""cospeech: speech in, holistic 3D motion (body, hands, face, lips) out, with diffusion models.
+
+    import cospeech
+    model = cospeech.load_model()              # the bundled default, offline
+    motion = model.generate(wave, sample_rate, seed=0)   # SmplxMotion, T = round(duration × fps)
+"""
+
+__version__ = "0.1.0"
+
+from .errors import CospeechError  # noqa: E402
+
+
+def load_model(path=None):
+    """Load a model folder, a model.safetensors, a training run (latest checkpoint), or the
+    bundled default when `path` is None. Returns a `MotionGenerator`."""
+    from .generator import load_model as _load
+
+    return _load(path)
+
+
+__all__ = ["CospeechError", "__version__", "load_model"]

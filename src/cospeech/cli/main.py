@@ -1,0 +1,191 @@
+"""The `cospeech` command: a thin layer that turns arguments into calls of library functions.
+
+Every user-input problem is a `CospeechError`, printed as one line with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+from .. import __version__
+from ..errors import CospeechError
+
+EXAMPLE_SPEECH = "arctic_a0007.wav"
+
+
+def example_speech() -> Path:
+    return Path(str(resources.files("cospeech") / "assets" / EXAMPLE_SPEECH))
+
+
+# -- generate ------------------------------------------------------------------------------
+def generate_files(
+    inputs: list[Path], out: Path, model=None, seed: int = 0, steps: int | None = None,
+    sampler: str | None = None, guidance: float | None = None, speaker: str | None = None,
+    formats: tuple[str, ...] = ("npz", "bvh", "mp4"), log=print,
+) -> list[str]:
+    """Generate motion for each speech file into `out` as <stem>.npz/.bvh/.mp4.
+
+    A bad input is reported and skipped; the others are still written. Returns the error
+    messages (empty when every input succeeded).
+    """
+    from ..audio import load_audio
+    from ..export import write_bvh, write_npz, write_preview
+    from ..generator import MotionGenerator, load_model
+
+    stems = [p.stem for p in inputs]
+    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    if dupes:
+        raise CospeechError(f"several inputs are named {dupes[0]!r}; their outputs would overwrite each other")
+    gen = model if isinstance(model, MotionGenerator) else load_model(model)
+    gen.speaker_index(speaker)  # unknown speaker: fail before any work
+    out.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for path in inputs:
+        try:
+            t0 = time.perf_counter()
+            wave = load_audio(path, gen.cfg.audio.sample_rate)
+            motion = gen.generate(wave, gen.cfg.audio.sample_rate, seed=seed, steps=steps, sampler=sampler,
+                                  guidance=guidance, speaker=speaker)
+            t_gen = time.perf_counter() - t0
+            written = []
+            if "npz" in formats:
+                written.append(write_npz(motion, out / f"{path.stem}.npz"))
+            if "bvh" in formats:
+                written.append(write_bvh(motion, out / f"{path.stem}.bvh"))
+            if "mp4" in formats:
+                written.append(write_preview(motion, out / f"{path.stem}.mp4",
+                                             audio=(wave, gen.cfg.audio.sample_rate), title=path.stem))
+            log(f"{path}: {len(wave) / gen.cfg.audio.sample_rate:.1f} s of speech -> {motion.n_frames} frames "
+                f"at {motion.fps:g} fps (motion {t_gen:.1f} s, files {time.perf_counter() - t0 - t_gen:.1f} s): "
+                + ", ".join(str(w) for w in written))
+        except CospeechError as err:
+            errors.append(str(err))
+            print(f"cospeech: error: {err}", file=sys.stderr)
+    return errors
+
+
+def _generate(args) -> int:
+    inputs = [Path(p) for p in args.audio]
+    if args.example:
+        inputs.append(example_speech())
+    if not inputs:
+        raise CospeechError("no speech given: name audio files, or pass --example for the bundled sample")
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    unknown = set(formats) - {"npz", "bvh", "mp4"}
+    if unknown or not formats:
+        raise CospeechError(f"--formats takes npz,bvh,mp4; got {args.formats!r}")
+    errors = generate_files(inputs, Path(args.out), args.model, args.seed, args.steps, args.sampler,
+                            args.guidance, args.speaker, formats)
+    return 1 if errors else 0
+
+
+# -- prepare / train / info ----------------------------------------------------------------
+def _prepare(args) -> int:
+    from ..data import prepare
+
+    index = prepare(args.layout, args.src, args.out, window=args.window, stride=args.stride, split_file=args.split_file)
+    takes = index["takes"]
+    frames = sum(t["frames"] for t in takes)
+    splits = {s: sum(t["split"] == s for t in takes) for s in ("train", "val", "test")}
+    print(f"{args.out}: {len(takes)} takes ({', '.join(f'{n} {s}' for s, n in splits.items() if n)}), "
+          f"{frames} frames ({frames / index['fps'] / 60:.1f} min at {index['fps']:g} fps)")
+    return 0
+
+
+def _train(args) -> int:
+    from ..train import train
+
+    gen = train(args.data, args.out, preset=args.preset, resume=args.resume, steps=args.steps,
+                batch_size=args.batch_size, lr=args.lr, seed=args.seed, backbone=args.backbone)
+    rec = gen.info.get("training", {})
+    print(f"{args.out}: trained to step {rec.get('step')}, loss {rec.get('loss_smooth', float('nan')):.4f}")
+    return 0
+
+
+def _info(args) -> int:
+    from ..generator import load_model, resolve_model_path
+
+    gen = load_model(args.model)
+    cfg = gen.cfg
+    n = sum(p.numel() for p in gen.denoiser.parameters())
+    print(f"model: {resolve_model_path(args.model)}")
+    den = cfg.denoiser
+    print(f"backbone: {den.backbone}, width {den.width}, depth {den.depth}, {n / 1e6:.2f} M parameters")
+    print(f"motion: {cfg.spec.dim} channels ({', '.join(cfg.spec.names)}), {cfg.fps:g} fps, window {cfg.window}")
+    dif = cfg.diffusion
+    print(f"diffusion: predicts {dif.prediction}, {dif.sampler} {dif.sample_steps} steps, guidance {dif.guidance}")
+    print(f"speakers: {', '.join(cfg.speakers)} (default {cfg.default_speaker})")
+    training = gen.info.get("training", {})
+    if training:
+        print(f"training: step {training.get('step')}, loss {training.get('loss_smooth')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..data import ADAPTERS
+    from ..diffusion import SAMPLERS
+    from ..models import BACKBONES
+    from ..train import PRESETS
+
+    parser = argparse.ArgumentParser(prog="cospeech", description="Speech to holistic 3D motion with diffusion models.")
+    parser.add_argument("--version", action="version", version=f"cospeech {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="speech files -> motion (.npz, .bvh) and a preview (.mp4)")
+    g.add_argument("audio", nargs="*", help="speech files (wav, flac, ogg; any rate, depth, channels)")
+    g.add_argument("--example", action="store_true", help="also run the bundled CMU ARCTIC sample")
+    g.add_argument("-m", "--model", default=None, help="model folder, model.safetensors or training run (default: bundled)")
+    g.add_argument("-o", "--out", default=".", help="output folder (default: current folder)")
+    g.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same motion")
+    g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 25)")
+    g.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's (ddim)")
+    g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    g.add_argument("--speaker", default=None, help="speaker style (see `cospeech info`)")
+    g.add_argument("--formats", default="npz,bvh,mp4", help="which files to write (default: npz,bvh,mp4)")
+    g.set_defaults(func=_generate)
+
+    p = sub.add_parser("prepare", help="a dataset folder -> a feature cache for training")
+    p.add_argument("layout", choices=sorted(ADAPTERS), help="the dataset's published layout")
+    p.add_argument("src", help="dataset folder")
+    p.add_argument("-o", "--out", required=True, help="cache folder (several datasets may share one)")
+    p.add_argument("--window", type=int, default=120, help="frames per training window (default 120)")
+    p.add_argument("--stride", type=int, default=10, help="frames between window starts (default 10)")
+    p.add_argument("--split-file", default=None, help="csv id,type (train/val/test) overriding the dataset's split")
+    p.set_defaults(func=_prepare)
+
+    t = sub.add_parser("train", help="train a model on a feature cache")
+    t.add_argument("--data", required=True, help="cache folder from `cospeech prepare`")
+    t.add_argument("-o", "--out", required=True, help="run folder for checkpoints and logs")
+    t.add_argument("--preset", choices=sorted(PRESETS), default="default", help="configuration (default: the bundled model's)")
+    t.add_argument("--backbone", choices=sorted(BACKBONES), default=None, help="override the preset's backbone")
+    t.add_argument("--steps", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    t.set_defaults(func=_train)
+
+    i = sub.add_parser("info", help="describe a model")
+    i.add_argument("-m", "--model", default=None, help="default: the bundled model")
+    i.set_defaults(func=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CospeechError as err:
+        print(f"cospeech: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cospeech: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Shared pieces of every denoiser: timestep embedding and the AdaLN-Zero block (DiT).
+
+A small MLP on the conditioning vector emits shift, scale and gate for the mixer and MLP
+branches; it is zero-initialised, so every block starts as the identity. Only the mixer differs
+between backbones (attention, Mamba-2, ...): it maps (B, T, W) -> (B, T, W) given a (B, T) mask.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of diffusion steps. t: (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return torch.nn.functional.pad(emb, (0, dim % 2))
+
+
+class TimestepEmbedder(nn.Module):
+    """(B,) diffusion steps -> (B, W)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.width = width
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, self.width))
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x: (B, T, W); shift, scale: (B, W)."""
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class Mlp(nn.Module):
+    def __init__(self, width: int, ratio: float, dropout: float):
+        super().__init__()
+        hidden = int(width * ratio)
+        self.net = nn.Sequential(
+            nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Dropout(dropout), nn.Linear(hidden, width)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class AdaLNBlock(nn.Module):
+    """x + gate · mixer(modulate(norm(x))), then the same with an MLP. x: (B, T, W), c: (B, W)."""
+
+    def __init__(self, width: int, mixer: nn.Module, mlp_ratio: float = 4.0, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.mixer = mixer
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(width, mlp_ratio, dropout)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+        nn.init.zeros_(self.ada[-1].weight)
+        nn.init.zeros_(self.ada[-1].bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)  # (B, W) each
+        x = x + gate1[:, None] * self.mixer(modulate(self.norm1(x), shift1, scale1), mask)  # (B, T, W)
+        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))  # (B, T, W)
+
+
+class FinalLayer(nn.Module):
+    """AdaLN then a zero-initialised projection to the output channels. (B, T, W) -> (B, T, D)."""
+
+    def __init__(self, width: int, out_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        self.out = nn.Linear(width, out_dim)
+        for layer in (self.ada[-1], self.out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.ada(c).chunk(2, dim=-1)
+        return self.out(modulate(self.norm(x), shift, scale))

@@ -1,0 +1,79 @@
+"""The shared denoiser shell: audio-aligned input tokens, AdaLN-Zero blocks, one mixer kind.
+
+forward(x_t, t, cond, mask) -> (B, T, D) for every backbone. Each motion frame's token is
+built from its noisy motion and its own audio frame (plus a short convolution for local speech
+context); the diffusion step and the speaker form the block-wise AdaLN conditioning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from ..errors import CospeechError
+from .blocks import AdaLNBlock, FinalLayer, TimestepEmbedder
+from .condition import Condition
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """Sizes of a denoiser. `mixer` holds backbone-specific options (validated by the backbone)."""
+
+    motion_dim: int
+    audio_dim: int
+    n_speakers: int
+    backbone: str = "transformer"
+    width: int = 256
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    audio_kernel: int = 5
+    mixer: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DenoiserConfig":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise CospeechError(f"unknown denoiser settings: {sorted(unknown)}")
+        return cls(**d)
+
+
+class Denoiser(nn.Module):
+    """x_t: (B, T, D), t: (B,), cond: Condition with audio (B, T, C), mask: (B, T) bool (True =
+    real frame) or None -> prediction (B, T, D) (ε, x0 or v, as the diffusion config says)."""
+
+    def __init__(self, cfg: DenoiserConfig, make_mixer: Callable[[DenoiserConfig], nn.Module]):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        self.audio_in = nn.Linear(cfg.audio_dim, w)
+        self.audio_conv = nn.Conv1d(w, w, cfg.audio_kernel, padding=cfg.audio_kernel // 2)
+        self.null_audio = nn.Parameter(torch.zeros(w))
+        self.motion_in = nn.Linear(cfg.motion_dim + w, w)
+        self.t_embed = TimestepEmbedder(w)
+        self.speaker = nn.Embedding(cfg.n_speakers + 1, w)  # last row: no / unknown speaker
+        self.blocks = nn.ModuleList(
+            AdaLNBlock(w, make_mixer(cfg), cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.depth)
+        )
+        self.final = FinalLayer(w, cfg.motion_dim)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, d = x.shape
+        assert d == self.cfg.motion_dim and cond.audio.shape[:2] == (b, n), "x (B, T, D) and audio (B, T, C) must agree"
+        keep = cond.kept()
+        a = nn.functional.gelu(self.audio_in(cond.audio))  # (B, T, W)
+        a = nn.functional.gelu(self.audio_conv(a.transpose(1, 2)).transpose(1, 2))  # (B, T, W)
+        a = torch.where(keep[:, None, None], a, self.null_audio.to(a.dtype))  # (B, T, W)
+        h = self.motion_in(torch.cat([x, a], dim=-1))  # (B, T, W)
+        spk = torch.where(keep & (cond.speaker >= 0), cond.speaker, self.cfg.n_speakers)  # (B,)
+        c = self.t_embed(t) + self.speaker(spk)  # (B, W)
+        for block in self.blocks:
+            h = block(h, c, mask)  # (B, T, W)
+        return self.final(h, c)  # (B, T, D)

@@ -1,0 +1,243 @@
+"""The training loop: AdamW with warm-up and cosine decay, gradient clipping, EMA weights, a
+progress bar, `metrics.jsonl`, atomic checkpoints and exact resume.
+
+A run folder holds `run.json` (the resolved configuration), `metrics.jsonl`, and
+`checkpoints/step-XXXXXXXX/` with the EMA model (`model.safetensors` + `model.json`, loadable by
+`cospeech.load_model`) and the state to resume (`state.safetensors` + `state.json`: raw
+weights, optimiser moments, random generator states). A checkpoint folder is written under a
+temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..atomic import write_text
+from ..data import FeatureCache, load_cache
+from ..diffusion import DiffusionConfig, train_scheduler, training_loss
+from ..errors import CospeechError
+from ..generator import GeneratorConfig, MotionGenerator
+from ..models import Condition, DenoiserConfig, build_denoiser
+from ..motion import Normalizer
+from .ema import Ema
+from .presets import TrainConfig, get_preset
+
+RUN_CONFIG = "run.json"
+METRICS = "metrics.jsonl"
+
+
+class WindowSampler:
+    """Random training windows from a cache, normalised, as tensors."""
+
+    def __init__(self, cache: FeatureCache, motion_norm: Normalizer, audio_norm: Normalizer,
+                 speakers: tuple[str, ...], window: int, stride: int):
+        self.window = window
+        self.rows = cache.windows(window, stride)  # (N, 2)
+        self.motion = [np.where(t.mask, motion_norm.normalize(t.motion), 0.0).astype(np.float32) for t in cache.takes]
+        self.audio = [audio_norm.normalize(t.audio).astype(np.float32) for t in cache.takes]
+        self.masks = [t.mask for t in cache.takes]
+        self.speaker = [speakers.index(t.meta["speaker"]) for t in cache.takes]
+
+    def batch(self, size: int, generator: torch.Generator):
+        """x0 (B, W, D), Condition, frame mask (B, W), channel mask (B, D)."""
+        pick = torch.randint(0, len(self.rows), (size,), generator=generator).numpy()
+        w = self.window
+        d, c = self.motion[0].shape[1], self.audio[0].shape[1]
+        x0 = np.zeros((size, w, d), np.float32)
+        audio = np.zeros((size, w, c), np.float32)
+        frames = np.zeros((size, w), bool)
+        channels = np.zeros((size, d), bool)
+        speaker = np.zeros(size, np.int64)
+        for b, (take, start) in enumerate(self.rows[pick]):
+            seg = slice(start, start + w)
+            n = len(self.motion[take][seg])
+            x0[b, :n] = self.motion[take][seg]
+            audio[b, :n] = self.audio[take][seg]
+            frames[b, :n] = True
+            channels[b] = self.masks[take]
+            speaker[b] = self.speaker[take]
+        cond = Condition(torch.from_numpy(audio), torch.from_numpy(speaker))
+        return torch.from_numpy(x0), cond, torch.from_numpy(frames), torch.from_numpy(channels)
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return cfg.lr * (cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * cosine)
+
+
+def _resolve_run(run: Path, cache: FeatureCache, preset: str, overrides: dict, resume: bool) -> dict:
+    """The run's configuration: fresh from the preset and the cache, or read back on resume."""
+    path = run / RUN_CONFIG
+    if resume:
+        if not path.exists():
+            raise CospeechError(f"{run}: nothing to resume (no {RUN_CONFIG})")
+        spec = json.loads(path.read_text())
+        if overrides.get("steps"):
+            spec["train"]["steps"] = overrides["steps"]
+        return spec
+    if (run / "checkpoints").exists() and any((run / "checkpoints").iterdir()):
+        raise CospeechError(f"{run}: already holds checkpoints; pass --resume or choose a new folder")
+    p = get_preset(preset)
+    tcfg = replace(p.train, **{k: v for k, v in overrides.items() if k in TrainConfig.__dataclass_fields__ and v is not None})
+    window = tcfg.window or cache.window
+    tcfg = replace(tcfg, window=window, stride=tcfg.stride or cache.stride,
+                   overlap=tcfg.overlap if tcfg.overlap is not None else window // 4)
+    den = dict(p.denoiser)
+    if overrides.get("backbone"):
+        den["backbone"] = overrides["backbone"]
+    return {"preset": preset, "train": tcfg.to_dict(), "denoiser": den, "diffusion": p.diffusion.to_dict()}
+
+
+def train(
+    data: str | Path | FeatureCache, run: str | Path, preset: str = "default", resume: bool = False,
+    progress: bool = True, **overrides,
+) -> MotionGenerator:
+    """Train on a prepared cache (its train split); returns the EMA model.
+
+    overrides: TrainConfig fields (steps, batch_size, lr, seed, ...) and `backbone`.
+    """
+    cache = data if isinstance(data, FeatureCache) else load_cache(data, split="train")
+    run = Path(run)
+    run.mkdir(parents=True, exist_ok=True)
+    spec = _resolve_run(run, cache, preset, overrides, resume)
+    tcfg = TrainConfig.from_dict(spec["train"])
+    dcfg = DiffusionConfig.from_dict(spec["diffusion"])
+    speakers = tuple(cache.speakers)
+    frames_per_speaker = {s: sum(t.n_frames for t in cache.takes if t.meta["speaker"] == s) for s in speakers}
+    gcfg = GeneratorConfig(
+        fps=cache.fps, window=tcfg.window, overlap=tcfg.overlap, speakers=speakers,
+        default_speaker=max(speakers, key=lambda s: frames_per_speaker[s]),
+        origin=tuple(np.mean([t.meta["origin"] for t in cache.takes if "root_vel" in t.meta["parts"]]
+                             or [[0.0, 0.0, 0.0]], axis=0).tolist()),
+        audio=cache.audio_cfg, spec=cache.spec,
+        denoiser=DenoiserConfig(motion_dim=cache.spec.dim, audio_dim=cache.audio_cfg.dim,
+                                n_speakers=len(speakers), **spec["denoiser"]),
+        diffusion=dcfg,
+    )
+    motion_norm = Normalizer.fit([t.motion for t in cache.takes], [t.mask for t in cache.takes])
+    audio_norm = Normalizer.fit([t.audio for t in cache.takes])
+    if not resume:
+        spec["data"] = {"root": str(cache.root), "hash": cache.data_hash, "takes": len(cache.takes),
+                        "frames": int(sum(t.n_frames for t in cache.takes))}
+        write_text(run / RUN_CONFIG, json.dumps(spec, indent=1))
+    elif spec.get("data", {}).get("hash") != cache.data_hash:
+        raise CospeechError(f"{run}: was trained on other data than {cache.root}; resume with the same cache")
+
+    torch.manual_seed(tcfg.seed)  # weight init and dropout
+    model = build_denoiser(gcfg.denoiser)
+    ema = Ema(model, tcfg.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    data_gen = torch.Generator().manual_seed(tcfg.seed + 1)
+    noise_gen = torch.Generator().manual_seed(tcfg.seed + 2)
+    step = 0
+    if resume:
+        step = _load_state(latest_checkpoint(run), model, ema, opt, data_gen, noise_gen)
+
+    sampler = WindowSampler(cache, motion_norm, audio_norm, speakers, tcfg.window, tcfg.stride)
+    scheduler = train_scheduler(dcfg)
+    generator = MotionGenerator(gcfg, ema.model, motion_norm, audio_norm)
+    from tqdm import tqdm
+
+    bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", disable=not progress)
+    model.train()
+    smooth, first_loss, t0 = None, None, time.perf_counter()
+    with open(run / METRICS, "a") as log:
+        while step < tcfg.steps:
+            lr = learning_rate(step, tcfg)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x0, cond, frames, channels = sampler.batch(tcfg.batch_size, data_gen)
+            loss = training_loss(model, x0, cond, dcfg, scheduler, noise_gen, mask=frames, channel_mask=channels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+            opt.step()
+            ema.update(model)
+            step += 1
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise CospeechError(f"training diverged at step {step} (loss {value}); lower --lr")
+            first_loss = value if first_loss is None else first_loss
+            smooth = value if smooth is None else 0.95 * smooth + 0.05 * value
+            bar.update(1)
+            bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{lr:.2e}")
+            if step % tcfg.log_every == 0 or step == tcfg.steps:
+                log.write(json.dumps({"step": step, "loss": value, "loss_smooth": smooth, "lr": lr,
+                                      "grad_norm": float(grad_norm), "time_s": time.perf_counter() - t0}) + "\n")
+                log.flush()
+            if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
+                record = {"step": step, "loss_smooth": smooth, "first_loss": first_loss, "preset": spec["preset"],
+                          "data_hash": spec["data"]["hash"], "train": tcfg.to_dict()}
+                _save_checkpoint(run, step, generator, model, ema, opt, data_gen, noise_gen, record, tcfg.keep_checkpoints)
+    bar.close()
+    generator.info = {"training": {"step": step, "loss_smooth": smooth}}
+    return generator
+
+
+def latest_checkpoint(run: Path) -> Path:
+    ckpts = sorted((run / "checkpoints").glob("step-*")) if (run / "checkpoints").exists() else []
+    ckpts = [c for c in ckpts if (c / "state.json").exists()]
+    if not ckpts:
+        raise CospeechError(f"{run}: no checkpoint to resume from")
+    return ckpts[-1]
+
+
+def _save_checkpoint(run: Path, step: int, generator: MotionGenerator, model, ema, opt,
+                     data_gen: torch.Generator, noise_gen: torch.Generator, record: dict, keep: int) -> None:
+    from safetensors.torch import save_file
+
+    root = run / "checkpoints"
+    final = root / f"step-{step:08d}"
+    tmp = root / f".step-{step:08d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    generator.save(tmp, info={"training": record})
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    for pid, st in opt_state["state"].items():
+        for name, value in st.items():
+            tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).contiguous()
+    tensors["rng.data"] = data_gen.get_state()
+    tensors["rng.noise"] = noise_gen.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["ema.updates"] = torch.tensor([ema.updates])
+    save_file(tensors, str(tmp / "state.safetensors"))
+    write_text(tmp / "state.json", json.dumps({"step": step, "param_groups": opt_state["param_groups"], **record}, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in sorted(root.glob("step-*"))[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_state(ckpt: Path, model, ema, opt, data_gen, noise_gen) -> int:
+    from safetensors.torch import load_file
+
+    meta = json.loads((ckpt / "state.json").read_text())
+    tensors = load_file(str(ckpt / "state.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema_state = {k: v.float() for k, v in load_file(str(ckpt / "model.safetensors")).items()}
+    ema.model.load_state_dict(ema_state)
+    ema.updates = int(tensors["ema.updates"][0])
+    state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    data_gen.set_state(tensors["rng.data"])
+    noise_gen.set_state(tensors["rng.noise"])
+    torch.set_rng_state(tensors["rng.torch"])
+    return int(meta["step"])
