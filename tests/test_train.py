@@ -21,8 +21,9 @@ from .conftest import BEAT2_TAKE
 def windows_of(cache, starts, length=60):
     """A cache holding only the given windows of the BEAT2 take, one take each."""
     take = [t for t in cache.takes if t.meta["id"] == BEAT2_TAKE][0]
-    parts = [CachedTake({**take.meta, "id": f"{BEAT2_TAKE}@{s}", "key": f"{take.meta['key']}@{s}"},
-                        take.motion[s : s + length], take.audio[s : s + length], take.mask) for s in starts]
+    parts = [CachedTake({**take.meta, "id": f"{BEAT2_TAKE}@{s}"},
+                        take.motion[s : s + length], take.audio[s : s + length], take.mask,
+                        take.onsets[(take.onsets >= s / 30) & (take.onsets < (s + length) / 30)] - s / 30) for s in starts]
     return replace(cache, takes=parts, window=length, stride=length)
 
 

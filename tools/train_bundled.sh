@@ -19,3 +19,4 @@ model = cospeech.load_model(sys.argv[1])
 model.save(bundled_model_path(), half=True)
 print("bundled model written to", bundled_model_path())
 PY
+python tools/model_card.py "$RUN" src/cospeech/assets/default_model

@@ -133,6 +133,11 @@ def beat_times(onset_env: np.ndarray, cfg: AudioFeatureConfig) -> np.ndarray:
     return np.asarray(beats, dtype=np.float64)
 
 
+def speech_onsets(wave: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig()) -> np.ndarray:
+    """Onset times (s) of mono speech (N,) at cfg.sample_rate, for beat-alignment metrics."""
+    return onset_times(analysis_frames(wave, cfg)[1], cfg)
+
+
 def speech_features(
     wave: np.ndarray, fps: float, n_frames: int | None = None, cfg: AudioFeatureConfig = AudioFeatureConfig()
 ) -> np.ndarray:

@@ -106,6 +106,33 @@ def _train(args) -> int:
     return 0
 
 
+def _train_evaluator(args) -> int:
+    from ..data import load_cache
+    from ..metrics.evaluator import train_evaluator
+
+    ev = train_evaluator(load_cache(args.data, split="train"), args.out, steps=args.steps, window=args.window, seed=args.seed)
+    print(f"{args.out}: evaluator sha256 {ev.hash} (loss {ev.info['loss_first']:.3f} -> {ev.info['loss_last']:.4f})")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from ..data import load_cache
+    from ..generator import load_model
+    from ..metrics.evaluate import evaluate, format_table, write_report
+    from ..metrics.evaluator import MotionEvaluator, bundled_evaluator_path
+
+    model_path = None if args.run in ("bundled", "default") else args.run
+    model = load_model(model_path)
+    evaluator = MotionEvaluator.load(args.evaluator or bundled_evaluator_path())
+    report = evaluate(model, load_cache(args.data), evaluator, split=args.split, samples=args.samples,
+                      seed=args.seed, steps=args.steps, model_path=model_path)
+    print(format_table(report))
+    if args.json:
+        write_report(report, args.json)
+        print(f"\nreport with protocol: {args.json}")
+    return 0
+
+
 def _info(args) -> int:
     from ..generator import load_model, resolve_model_path
 
@@ -168,6 +195,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="metric table with controls, under a recorded protocol")
+    e.add_argument("run", help="model folder, model.safetensors or training run; 'bundled' for the default model")
+    e.add_argument("--data", required=True, help="cache folder from `cospeech prepare`")
+    e.add_argument("--split", default="test", help="which split to evaluate (default: test)")
+    e.add_argument("--samples", type=int, default=3, help="generations per clip (default 3), for mean and 95%% interval")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+    e.add_argument("--evaluator", default=None, help="evaluator folder (default: the bundled one)")
+    e.add_argument("--json", default=None, help="write the report (results + protocol) here")
+    e.set_defaults(func=_evaluate)
+
+    te = sub.add_parser("train-evaluator", help="train the motion auto-encoder behind FGD/FED/FMD")
+    te.add_argument("--data", required=True, help="cache folder (its train split is used)")
+    te.add_argument("-o", "--out", required=True, help="evaluator folder")
+    te.add_argument("--steps", type=int, default=3000)
+    te.add_argument("--window", type=int, default=32, help="frames per evaluated window (multiple of 4)")
+    te.add_argument("--seed", type=int, default=0)
+    te.set_defaults(func=_train_evaluator)
 
     i = sub.add_parser("info", help="describe a model")
     i.add_argument("-m", "--model", default=None, help="default: the bundled model")

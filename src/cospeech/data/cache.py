@@ -1,8 +1,8 @@
 """The feature cache: each take's motion features and speech features on one frame grid.
 
 `prepare` reads a dataset through its adapter and writes, per take, `takes/<key>.npz` with
-motion (T, D), audio (T, C) and the channel mask (D,), where the key is the sha256 of the source
-files' bytes, the feature settings and the cache version. A second run finds every key on disk
+motion (T, D), audio (T, C), the channel mask (D,) and speech onset times, where the key is
+the sha256 of the source files' bytes, the feature settings and the cache version. A second run finds every key on disk
 and only re-reads `index.json` (sources unchanged in size and mtime are not even re-hashed).
 Several datasets can share one cache folder, as long as they share fps and feature settings.
 
@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path, write_text
-from ..audio import AudioFeatureConfig, load_audio, speech_features
+from ..audio import AudioFeatureConfig, load_audio, speech_features, speech_onsets
 from ..errors import CospeechError
 from ..motion import MotionSpec, smplx_flame_spec
 from . import ADAPTERS
 from .base import Take, read_split_csv
 
-CACHE_VERSION = 1
+CACHE_VERSION = 3
 INDEX = "index.json"
 MAX_AUDIO_SHORTFALL_S = 1.0  # audio may end this much before the motion; the motion is then cut
 
@@ -113,6 +113,7 @@ def prepare(
             continue
         entry = _cache_take(take, adapter, audio_cfg, spec, path)
         entry["key"] = key
+        entry["source_sha256"] = [file_hash(take.motion_path), file_hash(take.audio_path)]
         if index["fps"] is None:
             index["fps"] = entry["fps"]
         elif abs(index["fps"] - entry["fps"]) > 1e-6:
@@ -138,9 +139,10 @@ def _cache_take(take: Take, adapter, audio_cfg: AudioFeatureConfig, spec: Motion
     feats = spec.encode(motion)
     audio = speech_features(wave, motion.fps, n_frames=t, cfg=audio_cfg)
     mask = spec.channel_mask(motion.parts)
+    onsets = speech_onsets(wave[: int(round(t / motion.fps * audio_cfg.sample_rate))], audio_cfg)
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, motion=feats, audio=audio, mask=mask)
+            np.savez(f, motion=feats, audio=audio, mask=mask, onsets=onsets)
     return {
         "dataset": take.dataset, "id": take.id, "speaker": take.speaker, "split": take.split,
         "fps": motion.fps, "frames": t, "parts": sorted(motion.parts),
@@ -155,6 +157,7 @@ class CachedTake:
     motion: np.ndarray  # (T, D) float32
     audio: np.ndarray  # (T, C) float32
     mask: np.ndarray  # (D,) bool: channels holding real data
+    onsets: np.ndarray  # (K,) speech onset times in seconds
 
     @property
     def n_frames(self) -> int:
@@ -179,8 +182,9 @@ class FeatureCache:
 
     @property
     def data_hash(self) -> str:
-        """sha256 over the cached takes' content keys: which data a model saw."""
-        return hashlib.sha256(" ".join(sorted(t.meta["key"] for t in self.takes)).encode()).hexdigest()
+        """Which recordings these takes are: sha256 over each take's name and its source files'
+        sha256, independent of cache settings and version."""
+        return data_hash(self.takes)
 
     def windows(self, window: int | None = None, stride: int | None = None) -> np.ndarray:
         """(N, 2) int64 rows of (take index, start frame). A take shorter than the window gives
@@ -194,6 +198,12 @@ class FeatureCache:
                 starts.append(last)  # cover the take's end too
             rows += [(i, s) for s in starts]
         return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+
+
+def data_hash(takes) -> str:
+    """sha256 over `dataset/id:motion-sha256:audio-sha256` of each take, sorted."""
+    rows = sorted(f"{t.meta['dataset']}/{t.meta['id']}:{':'.join(t.meta['source_sha256'])}" for t in takes)
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
 def load_cache(path: str | Path, split: str | None = None) -> FeatureCache:
@@ -214,7 +224,7 @@ def load_cache(path: str | Path, split: str | None = None) -> FeatureCache:
         if not f.exists():
             raise CospeechError(f"{f}: missing from the cache; run `cospeech prepare` again")
         with np.load(f, allow_pickle=False) as d:
-            takes.append(CachedTake(e, d["motion"], d["audio"], d["mask"]))
+            takes.append(CachedTake(e, d["motion"], d["audio"], d["mask"], d["onsets"]))
     if not takes:
         raise CospeechError(f"{root}: no takes" + (f" in split {split!r}" if split else ""))
     return FeatureCache(

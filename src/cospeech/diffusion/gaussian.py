@@ -29,6 +29,7 @@ class DiffusionConfig:
     train_steps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     cond_dropout: float = 0.1  # probability of training a row unconditionally (for guidance)
+    velocity_weight: float = 0.0  # weight of the frame-to-frame velocity loss on the predicted x0
     sampler: str = "ddim"
     sample_steps: int = 25
     guidance: float = 1.0  # 1 = plain conditional sampling (one network pass per step)
@@ -68,7 +69,7 @@ def sample_scheduler(cfg: DiffusionConfig, sampler: str | None = None):
     if sampler == "ddim":
         from diffusers import DDIMScheduler
 
-        return DDIMScheduler(**base, clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing")
+        return DDIMScheduler(**base, clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
     if sampler == "ddpm":
         from diffusers import DDPMScheduler
 
@@ -80,11 +81,27 @@ def sample_scheduler(cfg: DiffusionConfig, sampler: str | None = None):
     raise CospeechError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
 
 
+def predicted_x0(pred: torch.Tensor, x_t: torch.Tensor, steps: torch.Tensor, cfg: DiffusionConfig, scheduler) -> torch.Tensor:
+    """The clean motion implied by a network output (B, T, D) at diffusion steps (B,)."""
+    if cfg.prediction == "sample":
+        return pred
+    ab = scheduler.alphas_cumprod.to(x_t.device, x_t.dtype)[steps][:, None, None]
+    if cfg.prediction == "epsilon":
+        return (x_t - (1 - ab).sqrt() * pred) / ab.sqrt()
+    return ab.sqrt() * x_t - (1 - ab).sqrt() * pred
+
+
+def _masked_mse(err: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return (err**2 * weight).sum() / weight.sum().clamp(min=1.0)
+
+
 def training_loss(
     model, x0: torch.Tensor, cond, cfg: DiffusionConfig, scheduler, generator: torch.Generator,
     mask: torch.Tensor | None = None, channel_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean squared error of the network's target on randomly noised motion.
+    """Mean squared error of the network's target on randomly noised motion, plus (when
+    cfg.velocity_weight > 0) the error of the predicted motion's frame-to-frame velocity, which
+    suppresses high-frequency jitter (as in MDM's velocity loss).
 
     x0: (B, T, D) clean normalised motion; mask: (B, T) bool real frames; channel_mask: (B, D)
     bool channels holding real data for each row (others do not count).
@@ -105,7 +122,12 @@ def training_loss(
         weight = weight * mask[:, :, None]
     if channel_mask is not None:
         weight = weight * channel_mask[:, None, :]
-    return ((pred - target) ** 2 * weight).sum() / weight.sum().clamp(min=1.0)
+    loss = _masked_mse(pred - target, weight)
+    if cfg.velocity_weight > 0 and t > 1:
+        x0_hat = predicted_x0(pred, x_t, steps, cfg, scheduler)
+        vel_err = x0_hat.diff(dim=1) - x0.diff(dim=1)  # (B, T - 1, D)
+        loss = loss + cfg.velocity_weight * _masked_mse(vel_err, weight[:, 1:] * weight[:, :-1])
+    return loss
 
 
 @torch.no_grad()

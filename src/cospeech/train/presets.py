@@ -51,15 +51,15 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "default": Preset(
-        "the bundled model: AdaLN-Zero transformer, width 192, 4 layers, x0-prediction, DDIM 25",
+        "the bundled model: AdaLN-Zero transformer, width 192, 4 layers, x0-prediction + velocity loss, DDIM 25",
         denoiser=dict(backbone="transformer", width=192, depth=4, heads=4, dropout=0.1),
-        diffusion=DiffusionConfig(prediction="sample", sample_steps=25),
+        diffusion=DiffusionConfig(prediction="sample", sample_steps=25, velocity_weight=1.0),
         train=TrainConfig(steps=5000, batch_size=24, lr=3e-4, window=120),
     ),
     "tiny": Preset(
         "a small model for tests and quick experiments: width 64, 2 layers",
         denoiser=dict(backbone="transformer", width=64, depth=2, heads=4, dropout=0.0),
-        diffusion=DiffusionConfig(prediction="sample", sample_steps=10),
+        diffusion=DiffusionConfig(prediction="sample", sample_steps=10, velocity_weight=1.0),
         train=TrainConfig(steps=300, batch_size=8, lr=1e-3, warmup=20, checkpoint_every=100, log_every=10, window=60),
     ),
 }

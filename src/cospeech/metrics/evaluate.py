@@ -1,0 +1,265 @@
+"""`cospeech evaluate`: a metric table whose protocol is data, with controls in every table.
+
+For every clip of a split the model generates motion from the clip's speech, N times (seeds
+0..N-1); each metric is computed over the whole split for each repetition, then reported as
+mean and 95% interval over repetitions (DiffSpeaker-style repeated runs). The same metrics are
+computed for controls:
+- ground truth against itself: the floor of distribution distances;
+- mean pose: the training mean, frozen;
+- random real clip: real motion of the same length from another take (unrelated to the speech);
+- shuffled audio: the model run on another clip's speech.
+A model that does not beat the random-real-clip and shuffled-audio controls is reported as such.
+
+The protocol — extractor sha256, split and its takes, fps, window, samples, seeds, sampler,
+package version, data and model hashes — is printed with the table and stored in the JSON; its
+own sha256 identifies a comparable evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from .. import __version__
+from ..data import FeatureCache
+from ..data.cache import CachedTake, data_hash
+from ..errors import CospeechError
+from ..generator import MotionGenerator, WEIGHTS
+from ..motion import joint_positions, smplx_skeleton
+from .evaluator import MotionEvaluator, sha256_file
+from .face import lip_error, mse, upper_face_dynamics_deviation, velocity_difference
+from .frechet import frechet_distance_of
+from .kinematics import UPPER_BODY, beat_align, feature_diversity, jerk, joint_speed, l1_diversity
+
+SYSTEMS = ("model", "ground truth", "mean pose", "random real clip", "shuffled audio")
+# metric name -> (direction, description); direction: "low" better, "high" better, "gt" closer to ground truth
+METRICS = {
+    "FGD": ("low", "Fréchet gesture distance (evaluator gesture features)"),
+    "FED": ("low", "Fréchet expression distance (evaluator face features)"),
+    "FMD": ("low", "Fréchet motion distance (both)"),
+    "BeatAlign": ("high", "speech onsets vs upper-body motion beats, σ = 0.3 s"),
+    "Diversity": ("gt", "mean pairwise distance of gesture features"),
+    "L1div": ("gt", "mean |joint − mean pose|, upper body, m"),
+    "Jerk": ("gt", "mean |d³p/dt³|, upper body, m/s³"),
+    "FaceMSE": ("low", "expression coefficients vs ground truth"),
+    "FaceLVD": ("low", "expression velocity difference vs ground truth"),
+    "LVE-FLAME": ("low", "per-frame max squared error, jaw + expression coefficients"),
+    "FDD-FLAME": ("gt0", "expression dynamics deviation (ground truth − model)"),
+}
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One evaluated clip: its cached features and derived ground truth."""
+
+    take: CachedTake
+    positions: np.ndarray  # (T, 55, 3) ground-truth joints
+
+
+def _positions(model: MotionGenerator, feats: np.ndarray) -> np.ndarray:
+    motion = model.cfg.spec.decode(feats, model.cfg.fps, origin=model.cfg.origin)
+    return joint_positions(motion.poses, motion.trans, smplx_skeleton())
+
+
+def _face(model: MotionGenerator, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(jaw axis-angle + expression (T, 103), expression (T, 100)) from motion features."""
+    motion = model.cfg.spec.decode(feats, model.cfg.fps)
+    return np.concatenate([motion.poses[:, 22], motion.expressions], axis=1), motion.expressions
+
+
+def _ci95(values: list[float]) -> tuple[float, float]:
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    if len(v) == 1 or np.all(v == v[0]):
+        return float(v.mean()), 0.0
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean()), float(half)
+
+
+def _metrics(model, evaluator, clips: list[Clip], motions: list[np.ndarray], gt_feats, mean_speed) -> dict:
+    """All metrics of one repetition: `motions[i]` (T_i, D) generated for `clips[i]`."""
+    fps = model.cfg.fps
+    feats = [evaluator.features(m) for m in motions]
+    cat = {k: np.concatenate([f[k] for f in feats]) for k in ("gesture", "face", "motion")}
+    upper = list(UPPER_BODY)
+    out = {
+        "FGD": frechet_distance_of(cat["gesture"], gt_feats["gesture"]),
+        "FED": frechet_distance_of(cat["face"], gt_feats["face"]),
+        "FMD": frechet_distance_of(cat["motion"], gt_feats["motion"]),
+        "Diversity": feature_diversity(cat["gesture"]),
+    }
+    per_clip = {k: [] for k in ("BeatAlign", "L1div", "Jerk", "FaceMSE", "FaceLVD", "LVE-FLAME", "FDD-FLAME")}
+    for clip, m in zip(clips, motions):
+        pos = _positions(model, m)
+        rel = pos[:, upper] - pos[:, :1]  # upper body relative to the pelvis
+        per_clip["BeatAlign"].append(beat_align(clip.take.onsets, pos, fps, mean_speed=mean_speed))
+        per_clip["L1div"].append(l1_diversity(rel))
+        per_clip["Jerk"].append(jerk(rel, fps))
+        lips, expr = _face(model, m)
+        gt_lips, gt_expr = _face(model, clip.take.motion)
+        per_clip["FaceMSE"].append(mse(expr, gt_expr))
+        per_clip["FaceLVD"].append(velocity_difference(expr, gt_expr))
+        per_clip["LVE-FLAME"].append(lip_error(lips, gt_lips, range(lips.shape[1])))
+        per_clip["FDD-FLAME"].append(upper_face_dynamics_deviation(expr, gt_expr, range(expr.shape[1])))
+    out.update({k: float(np.nanmean(v)) for k, v in per_clip.items()})
+    return out
+
+
+def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvaluator, split: str = "test",
+             samples: int = 3, seed: int = 0, steps: int | None = None, model_path: str | None = None,
+             progress: bool = True) -> dict:
+    """Evaluate `model` and the controls on the `split` takes of `cache`; returns the report dict."""
+    if samples < 1:
+        raise CospeechError("--samples must be ≥ 1")
+    if cache.audio_cfg != model.cfg.audio or abs(cache.fps - model.cfg.fps) > 1e-6 or cache.spec != model.cfg.spec:
+        raise CospeechError(f"{cache.root}: prepared with other fps, features or motion spec than the model uses")
+    if evaluator.spec != cache.spec:
+        raise CospeechError("the evaluator was trained on another motion spec than this cache's")
+    takes = [t for t in cache.takes if t.meta["split"] == split]
+    others = [t for t in cache.takes if t.meta["split"] != split] or takes
+    w = evaluator.cfg.window
+    short = [t.meta["id"] for t in takes if t.n_frames < w]
+    takes = [t for t in takes if t.n_frames >= w]
+    if not takes:
+        raise CospeechError(f"{cache.root}: no {split!r} take of at least {w} frames to evaluate")
+    clips = [Clip(t, _positions(model, t.motion)) for t in takes]
+    gt_feats_each = [evaluator.features(t.motion) for t in takes]
+    gt_feats = {k: np.concatenate([f[k] for f in gt_feats_each]) for k in ("gesture", "face", "motion")}
+    mean_speed = np.concatenate([joint_speed(c.positions, model.cfg.fps) for c in clips]).mean(0)
+
+    def generate(audio: np.ndarray, s: int) -> np.ndarray:
+        return model.sample_features(model.audio_norm.normalize(audio), seed=s, steps=steps)
+
+    rng = np.random.default_rng(seed)
+    mean_pose = model.motion_norm.mean.copy()
+    for part, sl in zip(model.cfg.spec.parts, model.cfg.spec.slices().values()):
+        if part.kind == "velocity":
+            mean_pose[sl] = 0.0  # a frozen body does not drift
+
+    def real_clip(t: CachedTake) -> np.ndarray:
+        pool = [o for o in others if o is not t and o.n_frames >= t.n_frames] or [o for o in others if o is not t] or others
+        src = pool[rng.integers(len(pool))]
+        if src.n_frames < t.n_frames:
+            return np.resize(src.motion, (t.n_frames, src.motion.shape[1]))
+        start = rng.integers(0, src.n_frames - t.n_frames + 1)
+        return src.motion[start : start + t.n_frames]
+
+    def shuffled_audio(i: int) -> np.ndarray:
+        t = takes[i]
+        if len(takes) > 1:
+            src = takes[(i + 1 + rng.integers(len(takes) - 1)) % len(takes)]  # any other clip of the split
+        else:
+            pool = [o for o in others if o is not t] or others
+            src = pool[rng.integers(len(pool))]
+        if src.n_frames < t.n_frames:
+            return np.resize(src.audio, (t.n_frames, src.audio.shape[1]))
+        start = rng.integers(0, src.n_frames - t.n_frames + 1)
+        return src.audio[start : start + t.n_frames]
+
+    from tqdm import tqdm
+
+    runs = {s: [] for s in SYSTEMS}
+    bar = tqdm(total=samples * (2 * len(takes)) + 2, desc="evaluate", unit="clip", disable=not progress)
+    runs["ground truth"].append(_metrics(model, evaluator, clips, [t.motion for t in takes], gt_feats, mean_speed))
+    runs["mean pose"].append(_metrics(model, evaluator, clips, [np.tile(mean_pose, (t.n_frames, 1)) for t in takes],
+                                      gt_feats, mean_speed))
+    bar.update(2)
+    for r in range(samples):
+        gen = []
+        for t in takes:
+            gen.append(generate(t.audio, seed + r))
+            bar.update(1)
+        runs["model"].append(_metrics(model, evaluator, clips, gen, gt_feats, mean_speed))
+        runs["random real clip"].append(_metrics(model, evaluator, clips, [real_clip(t) for t in takes], gt_feats, mean_speed))
+        shuf = []
+        for i in range(len(takes)):
+            shuf.append(generate(shuffled_audio(i), seed + r))
+            bar.update(1)
+        runs["shuffled audio"].append(_metrics(model, evaluator, clips, shuf, gt_feats, mean_speed))
+    bar.close()
+
+    results = {
+        system: {m: dict(zip(("mean", "ci95"), _ci95([run[m] for run in reps])), values=[run[m] for run in reps])
+                 for m in METRICS}
+        for system, reps in runs.items()
+    }
+    protocol = {
+        "cospeech": __version__,
+        "extractor_sha256": evaluator.hash,
+        "extractor": {"window": w, "stride": w // 2, "gesture_parts": list(evaluator.cfg.gesture_parts),
+                      "face_parts": list(evaluator.cfg.face_parts)},
+        "split": split,
+        "takes": [{"id": t.meta["id"], "key": t.meta["key"], "frames": t.n_frames} for t in takes],
+        "skipped_short_takes": short,
+        "data_hash": data_hash(takes),
+        "fps": model.cfg.fps,
+        "samples": samples,
+        "seeds": [seed + r for r in range(samples)],
+        "sampler": model.cfg.diffusion.sampler,
+        "steps": steps or model.cfg.diffusion.sample_steps,
+        "guidance": model.cfg.diffusion.guidance,
+        "beat_align": {"sigma_s": 0.3, "order_frames": max(1, int(round(7 * model.cfg.fps / 30))), "threshold": 0.3,
+                       "joints": list(UPPER_BODY), "speed_normaliser": "mean ground-truth speed per joint over the split"},
+        "model": {"path": model_path, "sha256": _model_hash(model_path)},
+    }
+    protocol_sha = hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()
+    return {"protocol": protocol, "protocol_sha256": protocol_sha, "metrics": METRICS, "results": results,
+            "verdict": verdict(results)}
+
+
+def _model_hash(path: str | None) -> str | None:
+    from ..generator import resolve_model_path
+
+    folder = resolve_model_path(path)
+    return sha256_file(folder / WEIGHTS)
+
+
+def verdict(results: dict) -> dict:
+    """Does the model beat each control on the distribution metrics and on BeatAlign?"""
+    out = {}
+    for control in ("random real clip", "shuffled audio"):
+        for m in ("FGD", "FMD", "BeatAlign"):
+            mod, ctl = results["model"][m]["mean"], results[control][m]["mean"]
+            better = mod > ctl if METRICS[m][0] == "high" else mod < ctl
+            out[f"{m} vs {control}"] = {"model": mod, "control": ctl, "model_better": bool(better)}
+    return out
+
+
+def format_table(report: dict) -> str:
+    """The report as a text table with the protocol above it and the verdict below."""
+    p = report["protocol"]
+    lines = [
+        f"protocol {report['protocol_sha256'][:16]}  extractor {p['extractor_sha256'][:16]}  split {p['split']} "
+        f"({len(p['takes'])} takes)  {p['fps']:g} fps  window {p['extractor']['window']}  samples {p['samples']}  "
+        f"{p['sampler']} {p['steps']} steps  cospeech {p['cospeech']}",
+    ]
+    names = list(METRICS)
+    head = f"{'system':<17}" + "".join(f"{n:>17}" for n in names)
+    lines += [head, "-" * len(head)]
+    for system, res in report["results"].items():
+        cells = []
+        for n in names:
+            m, ci = res[n]["mean"], res[n]["ci95"]
+            cells.append(f"{m:9.4g} ±{ci:<6.2g}" if ci else f"{m:9.4g}        ")
+        lines.append(f"{system:<17}" + "".join(f"{c:>17}" for c in cells))
+    arrows = {"low": "lower is better", "high": "higher is better", "gt": "nearer ground truth is better",
+              "gt0": "nearer 0 is better"}
+    lines.append("")
+    lines += [f"  {n}: {d} ({arrows[k]})" for n, (k, d) in METRICS.items()]
+    lines.append("")
+    for name, v in report["verdict"].items():
+        lines.append(f"  model {'beats' if v['model_better'] else 'does NOT beat'} {name.split(' vs ')[1]} on "
+                     f"{name.split(' vs ')[0]}: {v['model']:.4g} vs {v['control']:.4g}")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, path: str | Path) -> None:
+    from ..atomic import write_text
+
+    write_text(path, json.dumps(report, indent=1))
