@@ -28,19 +28,21 @@ def main(run: Path, folder: Path) -> None:
     first, last = log[0], log[-1]
     best = min(log, key=lambda r: r["loss_smooth"])
     train = spec["train"]
+    loss_name = f"{cfg.diffusion.prediction} MSE"
+    if cfg.diffusion.velocity_weight:
+        loss_name += f" + {cfg.diffusion.velocity_weight:g} × velocity MSE"
     text = f"""# cospeech bundled model
 
 The model `cospeech generate` uses when no `-m` is given. Reproduce it with
 `tools/train_bundled.sh` in a development checkout (the real clips sit in `../shared/data`).
 
 ## What it is
-- Denoiser: {cfg.denoiser.backbone} with AdaLN-Zero conditioning on the diffusion step and the
-  speaker; width {cfg.denoiser.width}, {cfg.denoiser.depth} layers, {cfg.denoiser.heads} heads,
-  {n_params / 1e6:.2f} M parameters, stored as float16 safetensors ({size_mb:.1f} MiB).
-- Diffusion: predicts `{cfg.diffusion.prediction}`, {cfg.diffusion.train_steps} training steps
-  ({cfg.diffusion.beta_schedule}), sampling with {cfg.diffusion.sampler.upper()}
-  {cfg.diffusion.sample_steps} steps, guidance {cfg.diffusion.guidance}; condition dropout
-  {cfg.diffusion.cond_dropout} during training.
+- Denoiser: {cfg.denoiser.backbone} with AdaLN-Zero conditioning on the diffusion step and
+  the speaker; width {cfg.denoiser.width}, {cfg.denoiser.depth} layers, {cfg.denoiser.heads} heads, {n_params / 1e6:.2f} M parameters,
+  stored as float16 safetensors ({size_mb:.1f} MiB).
+- Diffusion: predicts `{cfg.diffusion.prediction}` over {cfg.diffusion.train_steps} steps ({cfg.diffusion.beta_schedule});
+  samples with {cfg.diffusion.sampler.upper()}, {cfg.diffusion.sample_steps} steps, guidance {cfg.diffusion.guidance};
+  condition dropout {cfg.diffusion.cond_dropout} during training.
 - Motion: {cfg.spec.dim} channels per frame at {cfg.fps:g} fps ({", ".join(cfg.spec.names)}),
   windows of {cfg.window} frames, joined with {cfg.overlap}-frame overlaps on longer speech.
 - Speech features: {cfg.audio.n_mels} log-mel, {cfg.audio.n_mfcc} MFCC, onset strength, energy,
@@ -59,7 +61,7 @@ in the `train` split; data hash `{spec["data"]["hash"][:16]}…`.
 - {last["step"]} steps, batch {train["batch_size"]}, AdamW lr {train["lr"]} (warm-up {train["warmup"]},
   cosine to {train["final_lr_ratio"]}×), EMA {train["ema_decay"]}, seed {train["seed"]};
   {last["time_s"] / 60:.0f} min wall-clock on a 2-core CPU (shared with other jobs).
-- Training loss (x0 MSE on normalised features, smoothed): {first["loss_smooth"]:.3f} at step
+- Training loss ({loss_name}, normalised features, smoothed): {first["loss_smooth"]:.3f} at step
   {first["step"]} → {last["loss_smooth"]:.4f} at step {last["step"]} (lowest {best["loss_smooth"]:.4f} at step {best["step"]}).
 
 ## Limits — read before use
@@ -69,6 +71,9 @@ in the `train` split; data hash `{spec["data"]["hash"][:16]}…`.
 - Hands: joint rotations are learned from the BEAT2 take only (SHOW stores hand PCA
   coefficients, kept as their own part). Root translation is learned from BEAT2 only (SHOW's
   monocular depth is too noisy to claim as data).
+- Jitter: on its own training audio the upper body's joint acceleration is about twice the
+  ground truth's (most of it from the pelvis orientation); see the Jerk column of the README's
+  evaluation table.
 - The BVH and preview use cospeech's own T-pose skeleton with SMPL-X names, not the SMPL-X body
   model (its files are licence-restricted).
 

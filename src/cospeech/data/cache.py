@@ -104,7 +104,7 @@ def prepare(
     entries = {(e["dataset"], e["id"]): e for e in index["takes"]}
     from tqdm import tqdm
 
-    for take in tqdm(found, desc=f"prepare {dataset}", unit="take", disable=not progress):
+    for take in tqdm(found, desc=f"prepare {dataset}", unit="take", disable=None if progress else True):
         key = _take_key(take, settings, file_hash)
         path = out / "takes" / f"{key}.npz"
         old = entries.get((take.dataset, take.id))

@@ -165,7 +165,7 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
     from tqdm import tqdm
 
     runs = {s: [] for s in SYSTEMS}
-    bar = tqdm(total=samples * (2 * len(takes)) + 2, desc="evaluate", unit="clip", disable=not progress)
+    bar = tqdm(total=samples * (2 * len(takes)) + 2, desc="evaluate", unit="clip", disable=None if progress else True)
     runs["ground truth"].append(_metrics(model, evaluator, clips, [t.motion for t in takes], gt_feats, mean_speed))
     runs["mean pose"].append(_metrics(model, evaluator, clips, [np.tile(mean_pose, (t.n_frames, 1)) for t in takes],
                                       gt_feats, mean_speed))

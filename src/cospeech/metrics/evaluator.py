@@ -189,7 +189,7 @@ def train_evaluator(cache: FeatureCache, out: str | Path, steps: int = 3000, bat
 
     losses = []
     ev.train()
-    for _ in tqdm(range(steps), desc="train-evaluator", unit="step", disable=not progress):
+    for _ in tqdm(range(steps), desc="train-evaluator", unit="step", disable=None if progress else True):
         pick = torch.randint(0, len(rows), (batch_size,), generator=gen).tolist()
         x = torch.from_numpy(np.stack([data[rows[k][0]][rows[k][1] : rows[k][1] + window] for k in pick]))
         loss = 0.0

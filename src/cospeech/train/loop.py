@@ -150,7 +150,7 @@ def train(
     generator = MotionGenerator(gcfg, ema.model, motion_norm, audio_norm)
     from tqdm import tqdm
 
-    bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", disable=not progress)
+    bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", disable=None if progress else True)
     model.train()
     smooth, first_loss, t0 = None, None, time.perf_counter()
     with open(run / METRICS, "a") as log:
