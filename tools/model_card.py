@@ -28,6 +28,7 @@ def main(run: Path, folder: Path) -> None:
     first, last = log[0], log[-1]
     best = min(log, key=lambda r: r["loss_smooth"])
     train = spec["train"]
+    den = cfg.denoiser
     loss_name = f"{cfg.diffusion.prediction} MSE"
     if cfg.diffusion.velocity_weight:
         loss_name += f" + {cfg.diffusion.velocity_weight:g} × velocity MSE"
@@ -37,8 +38,8 @@ The model `cospeech generate` uses when no `-m` is given. Reproduce it with
 `tools/train_bundled.sh` in a development checkout (the real clips sit in `../shared/data`).
 
 ## What it is
-- Denoiser: {cfg.denoiser.backbone} with AdaLN-Zero conditioning on the diffusion step and
-  the speaker; width {cfg.denoiser.width}, {cfg.denoiser.depth} layers, {cfg.denoiser.heads} heads, {n_params / 1e6:.2f} M parameters,
+- Denoiser: {den.backbone} with AdaLN-Zero conditioning on the diffusion step and
+  the speaker; width {den.width}, {den.depth} layers, {den.heads} heads, {n_params / 1e6:.2f} M parameters,
   stored as float16 safetensors ({size_mb:.1f} MiB).
 - Diffusion: predicts `{cfg.diffusion.prediction}` over {cfg.diffusion.train_steps} steps ({cfg.diffusion.beta_schedule});
   samples with {cfg.diffusion.sampler.upper()}, {cfg.diffusion.sample_steps} steps, guidance {cfg.diffusion.guidance};

@@ -7,7 +7,8 @@ computed for controls:
 - ground truth against itself: the floor of distribution distances;
 - mean pose: the training mean, frozen;
 - random real clip: real motion of the same length from another take (unrelated to the speech);
-- shuffled audio: the model run on another clip's speech.
+- shuffled audio: the model run on another clip's speech (another take's when the split has one).
+The model is conditioned on each take's speaker when it knows that speaker.
 A model that does not beat the random-real-clip and shuffled-audio controls is reported as such.
 
 The protocol — extractor sha256, split and its takes, fps, window, samples, seeds, sampler,
@@ -122,7 +123,6 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
     if evaluator.spec != cache.spec:
         raise CospeechError("the evaluator was trained on another motion spec than this cache's")
     takes = [t for t in cache.takes if t.meta["split"] == split]
-    others = [t for t in cache.takes if t.meta["split"] != split] or takes
     w = evaluator.cfg.window
     short = [t.meta["id"] for t in takes if t.n_frames < w]
     takes = [t for t in takes if t.n_frames >= w]
@@ -133,8 +133,9 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
     gt_feats = {k: np.concatenate([f[k] for f in gt_feats_each]) for k in ("gesture", "face", "motion")}
     mean_speed = np.concatenate([joint_speed(c.positions, model.cfg.fps) for c in clips]).mean(0)
 
-    def generate(audio: np.ndarray, s: int) -> np.ndarray:
-        return model.sample_features(model.audio_norm.normalize(audio), seed=s, steps=steps)
+    def generate(audio: np.ndarray, s: int, speaker: str) -> np.ndarray:
+        spk = speaker if speaker in model.cfg.speakers else None  # the take's own style when the model knows it
+        return model.sample_features(model.audio_norm.normalize(audio), seed=s, speaker=spk, steps=steps)
 
     rng = np.random.default_rng(seed)
     mean_pose = model.motion_norm.mean.copy()
@@ -142,9 +143,14 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
         if part.kind == "velocity":
             mean_pose[sl] = 0.0  # a frozen body does not drift
 
+    def other_take(t: CachedTake) -> CachedTake:
+        """A random other take of the cache (any split), long enough when one is."""
+        others = [o for o in cache.takes if o.meta["id"] != t.meta["id"]] or cache.takes
+        pool = [o for o in others if o.n_frames >= t.n_frames] or others
+        return pool[rng.integers(len(pool))]
+
     def real_clip(t: CachedTake) -> np.ndarray:
-        pool = [o for o in others if o is not t and o.n_frames >= t.n_frames] or [o for o in others if o is not t] or others
-        src = pool[rng.integers(len(pool))]
+        src = other_take(t)
         if src.n_frames < t.n_frames:
             return np.resize(src.motion, (t.n_frames, src.motion.shape[1]))
         start = rng.integers(0, src.n_frames - t.n_frames + 1)
@@ -155,8 +161,7 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
         if len(takes) > 1:
             src = takes[(i + 1 + rng.integers(len(takes) - 1)) % len(takes)]  # any other clip of the split
         else:
-            pool = [o for o in others if o is not t] or others
-            src = pool[rng.integers(len(pool))]
+            src = other_take(t)
         if src.n_frames < t.n_frames:
             return np.resize(src.audio, (t.n_frames, src.audio.shape[1]))
         start = rng.integers(0, src.n_frames - t.n_frames + 1)
@@ -173,13 +178,13 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
     for r in range(samples):
         gen = []
         for t in takes:
-            gen.append(generate(t.audio, seed + r))
+            gen.append(generate(t.audio, seed + r, t.meta["speaker"]))
             bar.update(1)
         runs["model"].append(_metrics(model, evaluator, clips, gen, gt_feats, mean_speed))
         runs["random real clip"].append(_metrics(model, evaluator, clips, [real_clip(t) for t in takes], gt_feats, mean_speed))
         shuf = []
         for i in range(len(takes)):
-            shuf.append(generate(shuffled_audio(i), seed + r))
+            shuf.append(generate(shuffled_audio(i), seed + r, takes[i].meta["speaker"]))
             bar.update(1)
         runs["shuffled audio"].append(_metrics(model, evaluator, clips, shuf, gt_feats, mean_speed))
     bar.close()
@@ -256,6 +261,16 @@ def format_table(report: dict) -> str:
     for name, v in report["verdict"].items():
         lines.append(f"  model {'beats' if v['model_better'] else 'does NOT beat'} {name.split(' vs ')[1]} on "
                      f"{name.split(' vs ')[0]}: {v['model']:.4g} vs {v['control']:.4g}")
+    return "\n".join(lines)
+
+
+def format_markdown(report: dict, metrics=None) -> str:
+    """The results as a markdown table (mean ± 95% interval)."""
+    names = list(metrics or METRICS)
+    lines = ["| system | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for system, res in report["results"].items():
+        cells = [f"{res[n]['mean']:.3g} ± {res[n]['ci95']:.2g}" if res[n]["ci95"] else f"{res[n]['mean']:.3g}" for n in names]
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
