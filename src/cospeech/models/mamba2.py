@@ -1,0 +1,241 @@
+"""Mamba-2 backbone (DiM-Gesture / DiM-Gestor): the AdaLN block with a Mamba-2 mixer.
+
+The mixer (Dao & Gu 2024): input projection -> short causal depthwise convolution -> the SSD
+state-space scan (`ssd.py`) -> gated RMSNorm -> output projection. Legend: B batch, T frames,
+W width, E = expand · W inner width, H = E / P heads, P head dim, N state size.
+
+Time and memory are linear in T:
+- training: the scan's backward recomputes each chunk (`ssd._ChunkedScan`), and with
+  `recompute` (default) the whole mixer is recomputed in backward, so a layer keeps only its
+  (B, T, W) input between forward and backward;
+- inference: `chunks` runs the mixer piece by piece with its state, so the AdaLN block runs whole
+  layers `infer_chunk` frames at a time (see `blocks.ChunkedMixer`);
+- streaming: `init_state` / `step` keep only the convolution tail and the scan state.
+
+With `bidirectional`, a second scan runs over the reversed sequence with its own convolution
+and dynamics; the two outputs are summed before the gated norm (whole-sequence denoising).
+When the `mamba-ssm` CUDA kernels are installed and the input is on a GPU, `kernel="auto"`
+uses them for the scan; `kernel="torch"` always uses the pure-PyTorch path (the test oracle).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from ..errors import CospeechError
+from .blocks import ChunkedMixer
+from .denoiser import Denoiser, DenoiserConfig
+from .ssd import ssd_scan, ssd_step
+
+KERNELS = ("auto", "torch", "mamba_ssm")
+
+
+@dataclass(frozen=True)
+class Mamba2Options:
+    """Mamba-2 mixer settings (`DenoiserConfig.mixer`); unknown keys are an error."""
+
+    d_state: int = 64  # N
+    expand: int = 2  # E = expand · W
+    head_dim: int = 64  # P
+    d_conv: int = 4  # causal depthwise convolution length
+    chunk: int = 64  # frames per SSD chunk
+    bidirectional: bool = False  # add a scan over the reversed sequence
+    recompute: bool = True  # training: recompute the mixer in backward instead of storing it
+    infer_chunk: int = 256  # inference: frames per piece of a layer; 0 = the whole sequence at once
+    kernel: str = "auto"  # "auto" | "torch" | "mamba_ssm"
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+
+    def __post_init__(self):
+        if self.kernel not in KERNELS:
+            raise CospeechError(f"mamba2 kernel must be one of {', '.join(KERNELS)}; got {self.kernel!r}")
+        if min(self.d_state, self.expand, self.head_dim, self.d_conv, self.chunk) < 1 or self.infer_chunk < 0:
+            raise CospeechError(f"mamba2 sizes must be positive: {self}")
+
+
+def mamba_ssm_scan() -> Callable:
+    """The fused CUDA scan of `mamba-ssm`, imported only here."""
+    try:
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+    except ImportError as err:
+        raise CospeechError(
+            f"mamba2 kernel 'mamba_ssm' needs the mamba-ssm package (CUDA only: pip install mamba-ssm): {err}"
+        ) from None
+    return mamba_chunk_scan_combined
+
+
+@dataclass
+class ScanState:
+    """What one scan direction carries between pieces: the last d_conv - 1 convolution inputs
+    conv (B, d_conv - 1, E + 2N) and the SSD state ssm (B, H, P, N)."""
+
+    conv: torch.Tensor
+    ssm: torch.Tensor
+
+
+class ScanDirection(nn.Module):
+    """Convolution and SSD scan of one direction. xbc (B, T, E + 2N), dt (B, T, H) raw,
+    keep (B, T, 1) or None -> y (B, T, E) (scan output plus the D skip)."""
+
+    def __init__(self, inner: int, opts: Mamba2Options):
+        super().__init__()
+        self.opts = opts
+        self.heads = inner // opts.head_dim
+        channels = inner + 2 * opts.d_state
+        self.conv_weight = nn.Parameter(torch.empty(channels, opts.d_conv))
+        self.conv_bias = nn.Parameter(torch.empty(channels))
+        bound = 1 / math.sqrt(opts.d_conv)  # nn.Conv1d's default for a depthwise kernel
+        nn.init.uniform_(self.conv_weight, -bound, bound)
+        nn.init.uniform_(self.conv_bias, -bound, bound)
+        dt = torch.exp(torch.rand(self.heads) * math.log(opts.dt_max / opts.dt_min) + math.log(opts.dt_min))
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus(dt_bias) = dt
+        self.A_log = nn.Parameter(torch.log(torch.empty(self.heads).uniform_(1, 16)))
+        self.D = nn.Parameter(torch.ones(self.heads))
+
+    def init_state(self, batch: int, like: torch.Tensor) -> ScanState:
+        o = self.opts
+        conv = like.new_zeros(batch, o.d_conv - 1, self.conv_weight.shape[0])
+        return ScanState(conv, like.new_zeros(batch, self.heads, o.head_dim, o.d_state))
+
+    def forward(self, xbc: torch.Tensor, dt: torch.Tensor, keep: torch.Tensor | None,
+                state: ScanState | None = None) -> tuple[torch.Tensor, ScanState]:
+        bsz, t, _ = xbc.shape
+        o = self.opts
+        if state is None:
+            state = self.init_state(bsz, xbc)
+        ext = torch.cat([state.conv, xbc], dim=1)  # (B, T + d_conv - 1, E + 2N)
+        conv = self.conv_bias + ext[:, : t] * self.conv_weight[:, 0]  # (B, T, E + 2N)
+        for k in range(1, o.d_conv):
+            conv = conv + ext[:, k : k + t] * self.conv_weight[:, k]
+        x, b, c = F.silu(conv).split([self.heads * o.head_dim, o.d_state, o.d_state], dim=-1)
+        x = x.view(bsz, t, self.heads, o.head_dim)  # (B, T, H, P)
+        dt = F.softplus(dt + self.dt_bias)  # (B, T, H)
+        if keep is not None:
+            dt = dt * keep  # padded frames neither decay nor feed the state
+        A = -torch.exp(self.A_log.float())  # (H,)
+        if t == 1 and not torch.is_grad_enabled():
+            y, ssm = ssd_step(x[:, 0], dt[:, 0], A, b[:, 0], c[:, 0], state.ssm)
+            y = y[:, None]
+        elif self._use_mamba_ssm(x):
+            y, ssm = mamba_ssm_scan()(x, dt, A, b[:, :, None], c[:, :, None], o.chunk,
+                                      initial_states=state.ssm, return_final_states=True)
+        else:
+            y, ssm = ssd_scan(x, dt, A, b, c, o.chunk, state.ssm)
+        y = y + x * self.D[:, None]  # (B, T, H, P)
+        return y.reshape(bsz, t, -1), ScanState(ext[:, t:], ssm)
+
+    def _use_mamba_ssm(self, x: torch.Tensor) -> bool:
+        kernel = self.opts.kernel
+        if kernel == "mamba_ssm" and not x.is_cuda:
+            raise CospeechError("mamba2 kernel 'mamba_ssm' runs on CUDA tensors only; use kernel 'auto' or 'torch'")
+        return kernel == "mamba_ssm" or (kernel == "auto" and x.is_cuda and importlib.util.find_spec("mamba_ssm") is not None)
+
+
+class Mamba2Mixer(ChunkedMixer):
+    """(B, T, W), mask (B, T) bool (True = real frame; padding only at the end) or None -> (B, T, W)."""
+
+    def __init__(self, width: int, opts: Mamba2Options):
+        super().__init__()
+        inner = opts.expand * width
+        if inner % opts.head_dim:
+            raise CospeechError(f"mamba2: expand · width = {inner} is not divisible by head_dim {opts.head_dim}")
+        if opts.kernel == "mamba_ssm":
+            mamba_ssm_scan()  # fail at build time, not at the first step
+        self.opts, self.inner = opts, inner
+        self.heads = inner // opts.head_dim
+        self.in_proj = nn.Linear(width, 2 * inner + 2 * opts.d_state + self.heads, bias=False)  # z, xBC, dt
+        self.forward_scan = ScanDirection(inner, opts)
+        self.backward_scan = ScanDirection(inner, opts) if opts.bidirectional else None
+        self.norm_weight = nn.Parameter(torch.ones(inner))
+        self.out_proj = nn.Linear(inner, width, bias=False)
+
+    def forward(self, u: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.opts.recompute and torch.is_grad_enabled():
+            return checkpoint(self._mix, u, mask, use_reentrant=False)
+        return self._mix(u, mask)
+
+    def _mix(self, u: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        keep = None if mask is None else mask[..., None].to(u.dtype)  # (B, T, 1)
+        z, xbc, dt = self._project(u, keep)
+        y, _ = self.forward_scan(xbc, dt, keep)  # (B, T, E)
+        if self.backward_scan is not None:
+            rev = None if keep is None else keep.flip(1)
+            y = y + self.backward_scan(xbc.flip(1), dt.flip(1), rev)[0].flip(1)
+        return self._output(y, z)
+
+    def _project(self, u: torch.Tensor, keep: torch.Tensor | None):
+        """u (B, T, W) -> z (B, T, E), xbc (B, T, E + 2N) with padded frames zeroed, dt (B, T, H)."""
+        z, xbc, dt = self.in_proj(u).split([self.inner, self.inner + 2 * self.opts.d_state, self.heads], dim=-1)
+        return z, (xbc if keep is None else xbc * keep), dt
+
+    def _project_scan(self, u: torch.Tensor, keep: torch.Tensor | None):
+        """Only xbc and dt (the reverse pass of `chunks` needs no z)."""
+        xbc, dt = F.linear(u, self.in_proj.weight[self.inner :]).split([self.inner + 2 * self.opts.d_state, self.heads], dim=-1)
+        return (xbc if keep is None else xbc * keep), dt
+
+    def _output(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Gated RMSNorm then the output projection: y, z (B, T, E) -> (B, T, W)."""
+        g = y * F.silu(z)
+        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + 1e-5) * self.norm_weight
+        return self.out_proj(g)
+
+    # -- streaming and piecewise inference -------------------------------------------------
+    def init_state(self, batch: int, like: torch.Tensor) -> ScanState:
+        if self.backward_scan is not None:
+            raise CospeechError("a bidirectional mamba2 mixer needs the whole sequence; it cannot stream")
+        return self.forward_scan.init_state(batch, like)
+
+    def step(self, u: torch.Tensor, state: ScanState, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ScanState]:
+        """The next frames of a stream: u (B, L, W) (L ≥ 1) -> (B, L, W) and the new state."""
+        keep = None if mask is None else mask[..., None].to(u.dtype)
+        z, xbc, dt = self._project(u, keep)
+        y, state = self.forward_scan(xbc, dt, keep, state)
+        return self._output(y, z), state
+
+    def chunks(self, inputs: Callable[[int, int], torch.Tensor], length: int,
+               mask: torch.Tensor | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """Inference piece by piece: `inputs(s, e)` gives the mixer input of frames s:e (B, e-s, W);
+        yields (s, e, output (B, e-s, W)) in order. Live memory is O(infer_chunk), plus a
+        (B, T, E) buffer of the reverse scan's output when bidirectional."""
+        piece = self.opts.infer_chunk or length
+        bounds = [(s, min(s + piece, length)) for s in range(0, length, piece)]
+        keep = None if mask is None else mask[..., None].to(self.in_proj.weight.dtype)  # (B, T, 1)
+        reverse = None
+        if self.backward_scan is not None:
+            state = None
+            for s, e in reversed(bounds):
+                k = None if keep is None else keep[:, s:e].flip(1)
+                xbc, dt = self._project_scan(inputs(s, e).flip(1), k)
+                y, state = self.backward_scan(xbc, dt, k, state)  # (B, e-s, E), reversed in time
+                if reverse is None:
+                    reverse = y.new_empty(y.shape[0], length, self.inner)
+                reverse[:, s:e] = y.flip(1)
+        state = None
+        for s, e in bounds:
+            k = None if keep is None else keep[:, s:e]
+            z, xbc, dt = self._project(inputs(s, e), k)
+            y, state = self.forward_scan(xbc, dt, k, state)
+            if reverse is not None:
+                y = y + reverse[:, s:e]
+            yield s, e, self._output(y, z)
+
+
+def make_mixer(cfg: DenoiserConfig) -> nn.Module:
+    try:
+        opts = Mamba2Options(**cfg.mixer)
+    except TypeError as err:
+        raise CospeechError(f"mamba2 mixer options: {err}") from None
+    return Mamba2Mixer(cfg.width, opts)
+
+
+def build(cfg: DenoiserConfig) -> Denoiser:
+    """The Mamba-2 denoiser (B, T, D) -> (B, T, D)."""
+    return Denoiser(cfg, make_mixer)
