@@ -1,0 +1,217 @@
+"""The Mamba-2 backbone against a naive sequential recurrence: chunked scan, its recomputing
+backward, the streaming step, the mixer's padding, piecewise inference, and the pipeline."""
+
+import numpy as np
+import pytest
+import torch
+
+from cospeech.cli.main import main
+from cospeech.errors import CospeechError
+from cospeech.models import BACKBONES, DenoiserConfig, build_denoiser
+from cospeech.models.mamba2 import Mamba2Mixer, Mamba2Options
+from cospeech.models.ssd import ssd_scan, ssd_step
+
+from .test_diffusion import cond
+
+
+def reference_scan(x, dt, A, b, c, state=None):
+    """The recurrence written out frame by frame (the oracle). x (B, T, H, P), dt (B, T, H),
+    A (H,), b, c (B, T, N), state (B, H, P, N) -> y (B, T, H, P), final state."""
+    bsz, t, h, p = x.shape
+    s = x.new_zeros(bsz, h, p, b.shape[-1]) if state is None else state
+    ys = []
+    for i in range(t):
+        decay = torch.exp(dt[:, i] * A)  # (B, H)
+        s = decay[:, :, None, None] * s + torch.einsum("bhp,bn->bhpn", x[:, i] * dt[:, i, :, None], b[:, i])
+        ys.append(torch.einsum("bhpn,bn->bhp", s, c[:, i]))
+    return torch.stack(ys, dim=1), s
+
+
+def scan_inputs(bsz=2, t=37, h=3, p=4, n=5, dtype=torch.float64, seed=0, state=True):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=dtype)
+
+    x, b, c = r(bsz, t, h, p), r(bsz, t, n), r(bsz, t, n)
+    dt = torch.nn.functional.softplus(r(bsz, t, h) - 1.0)
+    A = -(0.5 + 3.0 * torch.rand(h, generator=g, dtype=dtype))
+    s0 = r(bsz, h, p, n) if state else None
+    return x, dt, A, b, c, s0
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 7, 16, 64])
+@pytest.mark.parametrize("t", [1, 13, 37])
+def test_chunked_scan_matches_recurrence(chunk, t):
+    x, dt, A, b, c, s0 = scan_inputs(t=t)
+    y_ref, s_ref = reference_scan(x, dt, A, b, c, s0)
+    y, s = ssd_scan(x, dt, A, b, c, chunk, s0)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(s, s_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_recurrent_step_matches_recurrence():
+    x, dt, A, b, c, s0 = scan_inputs(t=21)
+    y_ref, s_ref = reference_scan(x, dt, A, b, c, s0)
+    s, ys = s0, []
+    for i in range(x.shape[1]):
+        y, s = ssd_step(x[:, i], dt[:, i], A, b[:, i], c[:, i], s)
+        ys.append(y)
+    torch.testing.assert_close(torch.stack(ys, 1), y_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(s, s_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("chunk,t", [(4, 11), (3, 9), (16, 7)])
+def test_scan_backward_gradcheck(chunk, t):
+    """The custom backward (recomputed chunks, carried state gradient) in float64, including the
+    gradients of the initial state and through the final state."""
+    inputs = [v.requires_grad_() for v in scan_inputs(bsz=2, t=t, h=2, p=3, n=4)]
+
+    def f(*args):
+        y, s = ssd_scan(*args[:5], chunk, args[5])
+        return y, s
+
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+@pytest.mark.parametrize("chunk", [8, 16, 25])
+def test_scan_gradients_match_autograd_of_reference(chunk):
+    inputs = scan_inputs(bsz=2, t=70, h=4, p=8, n=6, seed=1)
+    g = torch.Generator().manual_seed(5)
+    wy, ws = torch.randn(2, 70, 4, 8, generator=g, dtype=torch.float64), torch.randn(2, 4, 8, 6, generator=g, dtype=torch.float64)
+
+    def grads(fn):
+        leaves = [v.clone().requires_grad_() for v in inputs]
+        y, s = fn(*leaves)
+        ((y * wy).sum() + (s * ws).sum()).backward()
+        return [v.grad for v in leaves]
+
+    ours = grads(lambda x, dt, A, b, c, s0: ssd_scan(x, dt, A, b, c, chunk, s0))
+    ref = grads(reference_scan)
+    for name, a, r in zip(["x", "dt", "A", "b", "c", "state"], ours, ref):
+        torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_scan_float32_long_sequence_close_to_float64_reference():
+    x, dt, A, b, c, _ = scan_inputs(bsz=1, t=300, h=2, p=8, n=8, state=False, seed=3)
+    y_ref, _ = reference_scan(x, dt, A, b, c)
+    y, _ = ssd_scan(*(v.float() for v in (x, dt, A, b, c)), 64)
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-4, atol=1e-4)
+
+
+def mixer(bidirectional=False, seed=0, **kw):
+    torch.manual_seed(seed)
+    opts = dict(d_state=8, head_dim=16, chunk=8, infer_chunk=12, bidirectional=bidirectional, kernel="torch") | kw
+    return Mamba2Mixer(32, Mamba2Options(**opts))
+
+
+def padded(t=50, real=37, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(2, t, 32, generator=g)
+    mask = torch.ones(2, t, dtype=torch.bool)
+    mask[1, real:] = False
+    return u, mask
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_mixer_ignores_padding(bidirectional):
+    m, (u, mask) = mixer(bidirectional), padded()
+    y = m(u, mask)
+    noisy = u.clone()
+    noisy[1, 37:] = 50 * torch.randn(13, 32)
+    torch.testing.assert_close(m(noisy, mask)[1, :37], y[1, :37], rtol=0, atol=0)
+    alone = m(u[1:, :37])  # the same sequence without padding
+    torch.testing.assert_close(alone[0], y[1, :37], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_piecewise_inference_matches_whole_sequence(bidirectional):
+    m, (u, mask) = mixer(bidirectional), padded()
+    y = m(u, mask)
+    with torch.no_grad():
+        pieces = list(m.chunks(lambda s, e: u[:, s:e], u.shape[1], mask))
+    assert [(s, e) for s, e, _ in pieces] == [(0, 12), (12, 24), (24, 36), (36, 48), (48, 50)]
+    torch.testing.assert_close(torch.cat([o for _, _, o in pieces], 1), y, rtol=1e-5, atol=1e-6)
+
+
+def test_streaming_steps_match_whole_sequence():
+    m, (u, mask) = mixer(), padded()
+    y = m(u, mask)
+    state, outs = m.init_state(2, u), []
+    with torch.no_grad():
+        for s, e in [(0, 1), (1, 2), (2, 19), (19, 20), (20, 50)]:  # single frames use the recurrence
+            o, state = m.step(u[:, s:e], state, mask[:, s:e])
+            outs.append(o)
+    torch.testing.assert_close(torch.cat(outs, 1), y, rtol=1e-5, atol=1e-5)
+    with pytest.raises(CospeechError, match="whole sequence"):
+        mixer(True).init_state(2, u)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_recompute_gives_the_same_gradients(bidirectional):
+    u, mask = padded()
+    grads = []
+    for recompute in (False, True):
+        m = mixer(bidirectional, recompute=recompute)
+        leaf = u.clone().requires_grad_()
+        (m(leaf, mask) ** 2).sum().backward()
+        grads.append([leaf.grad] + [p.grad for p in m.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def tiny_mamba(bidirectional):
+    torch.manual_seed(0)
+    cfg = DenoiserConfig(motion_dim=12, audio_dim=5, n_speakers=2, backbone="mamba2", width=32, depth=2, dropout=0.0,
+                         mixer=dict(d_state=8, head_dim=16, chunk=8, infer_chunk=16, bidirectional=bidirectional))
+    model = build_denoiser(cfg).eval()
+    with torch.no_grad():  # leave the zero-initialised identity start, so outputs depend on the mixers
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_denoiser_runs_layers_piecewise_at_inference(bidirectional):
+    model = tiny_mamba(bidirectional)
+    x, t, c = torch.randn(2, 40, 12), torch.tensor([10, 700]), cond(2, 40)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[0, 33:] = False
+    whole = model(x, t, c, mask)  # grad enabled: every layer over the whole sequence
+    with torch.no_grad():
+        pieces = model(x, t, c, mask)
+    assert whole.shape == (2, 40, 12) and whole.abs().mean() > 1e-3
+    torch.testing.assert_close(pieces, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_options_are_checked():
+    assert "mamba2" in BACKBONES
+    base = dict(motion_dim=12, audio_dim=5, n_speakers=2, backbone="mamba2", width=32, depth=1)
+    with pytest.raises(CospeechError, match="mamba2 mixer options"):
+        build_denoiser(DenoiserConfig(**base, mixer={"heads": 3}))
+    with pytest.raises(CospeechError, match="not divisible"):
+        build_denoiser(DenoiserConfig(**base, mixer={"head_dim": 48}))
+    with pytest.raises(CospeechError, match="kernel"):
+        build_denoiser(DenoiserConfig(**base, mixer={"kernel": "triton"}))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA kernels")
+def test_missing_kernel_is_named():
+    with pytest.raises(CospeechError, match="mamba-ssm|CUDA"):
+        mixer(kernel="mamba_ssm")(torch.randn(1, 8, 32))
+
+
+def test_train_and_generate_with_mamba2(tmp_path, data_dir, capsys):
+    """`--backbone mamba2` through the CLI on real clips (tiny sizes)."""
+    cache, run, out = tmp_path / "cache", tmp_path / "run", tmp_path / "out"
+    clips = sorted((data_dir / "show").glob("*/*.pkl"))
+    assert main(["prepare", "show", str(data_dir / "show"), "-o", str(cache), "--window", "60"]) == 0
+    assert main(["train", "--data", str(cache), "-o", str(run), "--preset", "tiny", "--backbone", "mamba2",
+                 "--steps", "8"]) == 0
+    assert "trained to step 8" in capsys.readouterr().out
+    assert main(["info", "-m", str(run)]) == 0
+    assert "backbone: mamba2" in capsys.readouterr().out
+    clip = clips[0].with_suffix(".wav")
+    assert main(["generate", str(clip), "-m", str(run), "-o", str(out), "--formats", "npz", "--steps", "3"]) == 0
+    with np.load(out / f"{clip.stem}.npz") as d:
+        assert d["poses"].shape[1] == 165 and np.isfinite(d["poses"]).all()
