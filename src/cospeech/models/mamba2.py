@@ -112,9 +112,9 @@ class ScanDirection(nn.Module):
         if state is None:
             state = self.init_state(bsz, xbc)
         ext = torch.cat([state.conv, xbc], dim=1)  # (B, T + d_conv - 1, E + 2N)
-        conv = self.conv_bias + ext[:, : t] * self.conv_weight[:, 0]  # (B, T, E + 2N)
+        conv = torch.addcmul(self.conv_bias, ext[:, :t], self.conv_weight[:, 0])  # (B, T, E + 2N)
         for k in range(1, o.d_conv):
-            conv = conv + ext[:, k : k + t] * self.conv_weight[:, k]
+            conv = conv.addcmul_(ext[:, k : k + t], self.conv_weight[:, k])
         x, b, c = F.silu(conv).split([self.heads * o.head_dim, o.d_state, o.d_state], dim=-1)
         x = x.view(bsz, t, self.heads, o.head_dim)  # (B, T, H, P)
         dt = F.softplus(dt + self.dt_bias)  # (B, T, H)
@@ -129,7 +129,7 @@ class ScanDirection(nn.Module):
                                       initial_states=state.ssm, return_final_states=True)
         else:
             y, ssm = ssd_scan(x, dt, A, b, c, o.chunk, state.ssm)
-        y = y + x * self.D[:, None]  # (B, T, H, P)
+        y = torch.addcmul(y, x, self.D[:, None])  # (B, T, H, P)
         return y.reshape(bsz, t, -1), ScanState(ext[:, t:], ssm)
 
     def _use_mamba_ssm(self, x: torch.Tensor) -> bool:

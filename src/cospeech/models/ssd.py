@@ -31,26 +31,32 @@ def ssd_step(
     return (state @ c[:, None, :, None]).squeeze(-1), state  # (B, H, P)
 
 
-def _chunk_terms(x, dt, A, b, c):
+def _upper(n: int, device) -> torch.Tensor:
+    """(n, n) bool, True above the diagonal (the future of each frame)."""
+    return torch.ones(n, n, dtype=torch.bool, device=device).triu(1)
+
+
+def _chunk_terms(x, dt, A, b, c, upper):
     """Quantities of one chunk that do not depend on the incoming state.
 
-    x (B, L, H, P), dt (B, L, H), b, c (B, L, N) -> xd (B, H, L, P), cumulative log-decay
-    acs (B, H, L), decay (B, H, L, L) = exp(acs_l - acs_s) for s ≤ l else 0, scores G (B, L, L).
+    x (B, L, H, P), dt (B, L, H), b, c (B, L, N), upper (≥L, ≥L) from `_upper` -> xd (B, H, L, P),
+    cumulative log-decay acs (B, H, L), decay (B, H, L, L) = exp(acs_l - acs_s) for s ≤ l else 0,
+    scores G (B, L, L).
     """
     n = x.shape[1]
+    upper = upper[:n, :n]
     acs = (dt * A).cumsum(1).transpose(1, 2)  # (B, H, L)
-    upper = torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1)
     decay = (acs[..., :, None] - acs[..., None, :]).masked_fill_(upper, float("-inf")).exp_()  # (B, H, L, L)
     xd = (x * dt[..., None]).transpose(1, 2)  # (B, H, L, P)
     scores = c @ b.transpose(1, 2)  # (B, L, L)
     return xd, acs, decay, scores
 
 
-def _chunk_forward(x, dt, A, b, c, state):
+def _chunk_forward(x, dt, A, b, c, state, upper):
     """One chunk: x (B, L, H, P), dt (B, L, H), b, c (B, L, N), state (B, H, P, N) at its start
     -> y (B, L, H, P), state (B, H, P, N) at its end."""
     bsz, n, h, p = x.shape
-    xd, acs, decay, scores = _chunk_terms(x, dt, A, b, c)
+    xd, acs, decay, scores = _chunk_terms(x, dt, A, b, c, upper)
     y = (decay * scores[:, None]) @ xd  # (B, H, L, P): within the chunk
     e = acs.exp()  # (B, H, L)
     flat = state.reshape(bsz, h * p, -1)  # (B, H·P, N)
@@ -62,11 +68,11 @@ def _chunk_forward(x, dt, A, b, c, state):
     return y, new
 
 
-def _chunk_backward(x, dt, A, b, c, state, dy, dnew):
+def _chunk_backward(x, dt, A, b, c, state, upper, dy, dnew):
     """Gradients of one chunk, recomputing its (L × L) terms. dy (B, L, H, P), dnew (B, H, P, N)
     -> dx, ddt, dA (H,), db, dc, dstate (gradient of the state at the chunk start)."""
     bsz, n, h, p = x.shape
-    xd, acs, decay, scores = _chunk_terms(x, dt, A, b, c)
+    xd, acs, decay, scores = _chunk_terms(x, dt, A, b, c, upper)
     dyh = dy.transpose(1, 2)  # (B, H, L, P)
     m = decay * scores[:, None]  # (B, H, L, L)
     dxd = m.transpose(-1, -2) @ dyh  # (B, H, L, P)
@@ -112,14 +118,14 @@ def _scan(x, dt, A, b, c, chunk, state, keep_states=False):
     """The chunk loop. Returns y (B, T, H, P), final state, and the state at each chunk start
     ((K, B, H, P, N), K chunks) when keep_states."""
     bsz, t, h, p = x.shape
-    starts = range(0, t, chunk)
+    starts, upper = range(0, t, chunk), _upper(chunk, x.device)
     kept = x.new_empty(len(starts), *state.shape) if keep_states else None
     y = x.new_empty(bsz, t, h, p)
     for k, s in enumerate(starts):
         if keep_states:
             kept[k] = state
         e = min(s + chunk, t)
-        y[:, s:e], state = _chunk_forward(x[:, s:e], dt[:, s:e], A, b[:, s:e], c[:, s:e], state)
+        y[:, s:e], state = _chunk_forward(x[:, s:e], dt[:, s:e], A, b[:, s:e], c[:, s:e], state, upper)
     return y, state, kept
 
 
@@ -137,6 +143,7 @@ class _ChunkedScan(torch.autograd.Function):
     def backward(ctx, dy, dfinal):
         x, dt, A, b, c, kept = ctx.saved_tensors
         chunk, t = ctx.chunk, x.shape[1]
+        upper = _upper(chunk, x.device)
         dx, ddt, db, dc = torch.empty_like(x), torch.empty_like(dt), torch.empty_like(b), torch.empty_like(c)
         dA = torch.zeros_like(A)
         dstate = torch.zeros_like(kept[0]) if dfinal is None else dfinal
@@ -147,7 +154,7 @@ class _ChunkedScan(torch.autograd.Function):
             e = min(s + chunk, t)
             sl = slice(s, e)
             dx[:, sl], ddt[:, sl], dA_k, db[:, sl], dc[:, sl], dstate = _chunk_backward(
-                x[:, sl], dt[:, sl], A, b[:, sl], c[:, sl], kept[k], dy[:, sl], dstate
+                x[:, sl], dt[:, sl], A, b[:, sl], c[:, sl], kept[k], upper, dy[:, sl], dstate
             )
             dA += dA_k
         return dx, ddt, dA, db, dc, dstate, None
