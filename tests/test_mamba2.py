@@ -8,8 +8,9 @@ import torch
 from cospeech.cli.main import main
 from cospeech.errors import CospeechError
 from cospeech.models import BACKBONES, DenoiserConfig, build_denoiser
-from cospeech.models.mamba2 import Mamba2Mixer, Mamba2Options
+from cospeech.models.mamba2 import Mamba2Mixer, Mamba2Options, ScanState
 from cospeech.models.ssd import ssd_scan, ssd_step
+from cospeech.models.ssd_fused import Sizes, conv_scan
 
 from .test_diffusion import cond
 
@@ -103,6 +104,58 @@ def mixer(bidirectional=False, seed=0, **kw):
     torch.manual_seed(seed)
     opts = dict(d_state=8, head_dim=16, chunk=8, infer_chunk=12, bidirectional=bidirectional, kernel="torch") | kw
     return Mamba2Mixer(32, Mamba2Options(**opts))
+
+
+def direction_inputs(t=29, seed=0):
+    """Float64 inputs of one scan direction (E = 32, N = 8, C = 48, H = 2), with a padded row and
+    non-zero incoming states."""
+    g = torch.Generator().manual_seed(seed)
+    keep = torch.ones(2, t, 1, dtype=torch.float64)
+    keep[1, t - 6 :] = 0
+    xbc = torch.randn(2, t, 48, generator=g, dtype=torch.float64) * keep
+    dt = torch.randn(2, t, 2, generator=g, dtype=torch.float64)
+    state = ScanState(torch.randn(2, 3, 48, generator=g, dtype=torch.float64),
+                      torch.randn(2, 2, 16, 8, generator=g, dtype=torch.float64))
+    return xbc, dt, keep, state
+
+
+@pytest.mark.parametrize("chunk,t", [(8, 29), (5, 3), (64, 29)])
+def test_fused_direction_matches_composed_steps(chunk, t):
+    """conv + SiLU + SSD + skip fused chunk by chunk (`conv_scan`, own backward) against the same
+    steps composed with autograd around `ssd_scan`: outputs, carried states and every gradient."""
+    direction = mixer(chunk=chunk, expand=1).double().forward_scan
+    inputs = direction_inputs(t)
+    g = torch.Generator().manual_seed(1)
+    weights = [torch.randn(2, t, 32, generator=g, dtype=torch.float64), torch.randn(2, 3, 48, generator=g, dtype=torch.float64),
+               torch.randn(2, 2, 16, 8, generator=g, dtype=torch.float64)]
+
+    def run(fn):
+        direction.zero_grad()
+        xbc, dt, keep, state = inputs
+        leaves = [v.clone().requires_grad_() for v in (xbc, dt, state.conv, state.ssm)]
+        y, conv, ssm = fn(leaves[0], leaves[1], keep, ScanState(leaves[2], leaves[3]))
+        outs = [y.flatten(-2), conv, ssm]
+        sum((o * w).sum() for o, w in zip(outs, weights)).backward()
+        return outs + [v.grad for v in leaves] + [p.grad.clone() for p in direction.parameters()]
+
+    fused = run(lambda xbc, dt, keep, st: conv_scan(xbc, dt, keep, st.conv, st.ssm, direction.conv_weight,
+                                                   direction.conv_bias, direction.dt_bias, direction.A_log,
+                                                   direction.D, direction.sizes))
+    composed = run(lambda xbc, dt, keep, st: direction.composed(xbc, dt, keep, st, ssd_scan))
+    for i, (a, b) in enumerate(zip(fused, composed)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=f"output/gradient {i}")
+
+
+def test_fused_direction_gradcheck():
+    xbc, dt, keep, state = direction_inputs(t=7)
+    direction = mixer(chunk=3, expand=1).double().forward_scan
+    params = [p.detach().clone().requires_grad_() for p in direction.parameters()]
+
+    def f(xbc, dt, conv, ssm, *p):
+        return conv_scan(xbc, dt, keep, conv, ssm, *p, Sizes(16, 8, 3))
+
+    args = [v.clone().requires_grad_() for v in (xbc, dt, state.conv, state.ssm)] + params
+    assert torch.autograd.gradcheck(f, args)
 
 
 def padded(t=50, real=37, seed=0):

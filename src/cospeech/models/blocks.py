@@ -94,8 +94,8 @@ class AdaLNBlock(nn.Module):
             return modulate(self.norm1(x[:, s:e]), shift1, scale1)  # (B, e-s, W)
 
         for s, e, y in self.mixer.chunks(mixer_input, x.shape[1], mask):
-            h = x[:, s:e] + gate1[:, None] * y  # (B, e-s, W)
-            out[:, s:e] = h + gate2[:, None] * self.mlp(modulate(self.norm2(h), shift2, scale2))
+            h = torch.addcmul(x[:, s:e], gate1[:, None], y)  # (B, e-s, W)
+            torch.addcmul(h, gate2[:, None], self.mlp(modulate(self.norm2(h), shift2, scale2)), out=out[:, s:e])
         return out
 
 

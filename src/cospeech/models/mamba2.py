@@ -33,7 +33,7 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import CospeechError
 from .blocks import ChunkedMixer
 from .denoiser import Denoiser, DenoiserConfig
-from .ssd import ssd_scan, ssd_step
+from .ssd_fused import Sizes, conv_scan
 
 KERNELS = ("auto", "torch", "mamba_ssm")
 
@@ -61,15 +61,16 @@ class Mamba2Options:
             raise CospeechError(f"mamba2 sizes must be positive: {self}")
 
 
-def mamba_ssm_scan() -> Callable:
-    """The fused CUDA scan of `mamba-ssm`, imported only here."""
+def mamba_ssm_scan(x, dt, A, b, c, chunk, state):
+    """The fused CUDA scan of `mamba-ssm` (imported only here) with `ssd_scan`'s call."""
     try:
         from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
     except ImportError as err:
         raise CospeechError(
             f"mamba2 kernel 'mamba_ssm' needs the mamba-ssm package (CUDA only: pip install mamba-ssm): {err}"
         ) from None
-    return mamba_chunk_scan_combined
+    return mamba_chunk_scan_combined(x, dt, A, b[:, :, None], c[:, :, None], chunk, initial_states=state,
+                                     return_final_states=True)
 
 
 @dataclass
@@ -99,6 +100,7 @@ class ScanDirection(nn.Module):
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus(dt_bias) = dt
         self.A_log = nn.Parameter(torch.log(torch.empty(self.heads).uniform_(1, 16)))
         self.D = nn.Parameter(torch.ones(self.heads))
+        self.sizes = Sizes(opts.head_dim, opts.d_state, opts.chunk)
 
     def init_state(self, batch: int, like: torch.Tensor) -> ScanState:
         o = self.opts
@@ -107,30 +109,30 @@ class ScanDirection(nn.Module):
 
     def forward(self, xbc: torch.Tensor, dt: torch.Tensor, keep: torch.Tensor | None,
                 state: ScanState | None = None) -> tuple[torch.Tensor, ScanState]:
-        bsz, t, _ = xbc.shape
-        o = self.opts
         if state is None:
-            state = self.init_state(bsz, xbc)
-        ext = torch.cat([state.conv, xbc], dim=1)  # (B, T + d_conv - 1, E + 2N)
-        conv = torch.addcmul(self.conv_bias, ext[:, :t], self.conv_weight[:, 0])  # (B, T, E + 2N)
-        for k in range(1, o.d_conv):
-            conv = conv.addcmul_(ext[:, k : k + t], self.conv_weight[:, k])
-        x, b, c = F.silu(conv).split([self.heads * o.head_dim, o.d_state, o.d_state], dim=-1)
-        x = x.view(bsz, t, self.heads, o.head_dim)  # (B, T, H, P)
+            state = self.init_state(xbc.shape[0], xbc)
+        if self._use_mamba_ssm(xbc):
+            y, conv, ssm = self.composed(xbc, dt, keep, state, mamba_ssm_scan)
+        else:
+            y, conv, ssm = conv_scan(xbc, dt, keep, state.conv, state.ssm, self.conv_weight, self.conv_bias,
+                                     self.dt_bias, self.A_log, self.D, self.sizes)
+        return y.flatten(-2), ScanState(conv, ssm)
+
+    def composed(self, xbc: torch.Tensor, dt: torch.Tensor, keep: torch.Tensor | None, state: ScanState,
+                 scan: Callable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The same direction as separate differentiable steps around `scan(x, dt, A, b, c, chunk,
+        state) -> (y, state)`: the path of the mamba-ssm kernel, and the oracle of the fused
+        `conv_scan` in the tests. Returns y (B, T, H, P), conv tail, scan state."""
+        o, t = self.opts, xbc.shape[1]
+        ext = torch.cat([state.conv, xbc], dim=1)  # (B, d_conv - 1 + T, E + 2N)
+        conv = F.conv1d(ext.transpose(1, 2), self.conv_weight[:, None], self.conv_bias, groups=ext.shape[-1])
+        x, b, c = F.silu(conv.transpose(1, 2)).split([self.heads * o.head_dim, o.d_state, o.d_state], dim=-1)
+        x = x.unflatten(-1, (self.heads, o.head_dim))  # (B, T, H, P)
         dt = F.softplus(dt + self.dt_bias)  # (B, T, H)
         if keep is not None:
-            dt = dt * keep  # padded frames neither decay nor feed the state
-        A = -torch.exp(self.A_log.float())  # (H,)
-        if t == 1 and not torch.is_grad_enabled():
-            y, ssm = ssd_step(x[:, 0], dt[:, 0], A, b[:, 0], c[:, 0], state.ssm)
-            y = y[:, None]
-        elif self._use_mamba_ssm(x):
-            y, ssm = mamba_ssm_scan()(x, dt, A, b[:, :, None], c[:, :, None], o.chunk,
-                                      initial_states=state.ssm, return_final_states=True)
-        else:
-            y, ssm = ssd_scan(x, dt, A, b, c, o.chunk, state.ssm)
-        y = torch.addcmul(y, x, self.D[:, None])  # (B, T, H, P)
-        return y.reshape(bsz, t, -1), ScanState(ext[:, t:], ssm)
+            dt = dt * keep
+        y, ssm = scan(x, dt, -torch.exp(self.A_log), b, c, o.chunk, state.ssm)
+        return torch.addcmul(y, x, self.D[:, None]), ext[:, t:], ssm
 
     def _use_mamba_ssm(self, x: torch.Tensor) -> bool:
         kernel = self.opts.kernel
@@ -147,8 +149,8 @@ class Mamba2Mixer(ChunkedMixer):
         inner = opts.expand * width
         if inner % opts.head_dim:
             raise CospeechError(f"mamba2: expand · width = {inner} is not divisible by head_dim {opts.head_dim}")
-        if opts.kernel == "mamba_ssm":
-            mamba_ssm_scan()  # fail at build time, not at the first step
+        if opts.kernel == "mamba_ssm" and importlib.util.find_spec("mamba_ssm") is None:
+            raise CospeechError("mamba2 kernel 'mamba_ssm' needs the mamba-ssm package (CUDA only: pip install mamba-ssm)")
         self.opts, self.inner = opts, inner
         self.heads = inner // opts.head_dim
         self.in_proj = nn.Linear(width, 2 * inner + 2 * opts.d_state + self.heads, bias=False)  # z, xBC, dt

@@ -31,7 +31,7 @@ def ssd_step(
     return (state @ c[:, None, :, None]).squeeze(-1), state  # (B, H, P)
 
 
-def _upper(n: int, device) -> torch.Tensor:
+def future_mask(n: int, device) -> torch.Tensor:
     """(n, n) bool, True above the diagonal (the future of each frame)."""
     return torch.ones(n, n, dtype=torch.bool, device=device).triu(1)
 
@@ -39,7 +39,7 @@ def _upper(n: int, device) -> torch.Tensor:
 def _chunk_terms(x, dt, A, b, c, upper):
     """Quantities of one chunk that do not depend on the incoming state.
 
-    x (B, L, H, P), dt (B, L, H), b, c (B, L, N), upper (≥L, ≥L) from `_upper` -> xd (B, H, L, P),
+    x (B, L, H, P), dt (B, L, H), b, c (B, L, N), upper (≥L, ≥L) from `future_mask` -> xd (B, H, L, P),
     cumulative log-decay acs (B, H, L), decay (B, H, L, L) = exp(acs_l - acs_s) for s ≤ l else 0,
     scores G (B, L, L).
     """
@@ -52,7 +52,7 @@ def _chunk_terms(x, dt, A, b, c, upper):
     return xd, acs, decay, scores
 
 
-def _chunk_forward(x, dt, A, b, c, state, upper):
+def ssd_chunk_forward(x, dt, A, b, c, state, upper):
     """One chunk: x (B, L, H, P), dt (B, L, H), b, c (B, L, N), state (B, H, P, N) at its start
     -> y (B, L, H, P), state (B, H, P, N) at its end."""
     bsz, n, h, p = x.shape
@@ -68,7 +68,7 @@ def _chunk_forward(x, dt, A, b, c, state, upper):
     return y, new
 
 
-def _chunk_backward(x, dt, A, b, c, state, upper, dy, dnew):
+def ssd_chunk_backward(x, dt, A, b, c, state, upper, dy, dnew):
     """Gradients of one chunk, recomputing its (L × L) terms. dy (B, L, H, P), dnew (B, H, P, N)
     -> dx, ddt, dA (H,), db, dc, dstate (gradient of the state at the chunk start)."""
     bsz, n, h, p = x.shape
@@ -118,14 +118,14 @@ def _scan(x, dt, A, b, c, chunk, state, keep_states=False):
     """The chunk loop. Returns y (B, T, H, P), final state, and the state at each chunk start
     ((K, B, H, P, N), K chunks) when keep_states."""
     bsz, t, h, p = x.shape
-    starts, upper = range(0, t, chunk), _upper(chunk, x.device)
+    starts, upper = range(0, t, chunk), future_mask(chunk, x.device)
     kept = x.new_empty(len(starts), *state.shape) if keep_states else None
     y = x.new_empty(bsz, t, h, p)
     for k, s in enumerate(starts):
         if keep_states:
             kept[k] = state
         e = min(s + chunk, t)
-        y[:, s:e], state = _chunk_forward(x[:, s:e], dt[:, s:e], A, b[:, s:e], c[:, s:e], state, upper)
+        y[:, s:e], state = ssd_chunk_forward(x[:, s:e], dt[:, s:e], A, b[:, s:e], c[:, s:e], state, upper)
     return y, state, kept
 
 
@@ -143,7 +143,7 @@ class _ChunkedScan(torch.autograd.Function):
     def backward(ctx, dy, dfinal):
         x, dt, A, b, c, kept = ctx.saved_tensors
         chunk, t = ctx.chunk, x.shape[1]
-        upper = _upper(chunk, x.device)
+        upper = future_mask(chunk, x.device)
         dx, ddt, db, dc = torch.empty_like(x), torch.empty_like(dt), torch.empty_like(b), torch.empty_like(c)
         dA = torch.zeros_like(A)
         dstate = torch.zeros_like(kept[0]) if dfinal is None else dfinal
@@ -153,7 +153,7 @@ class _ChunkedScan(torch.autograd.Function):
             s = k * chunk
             e = min(s + chunk, t)
             sl = slice(s, e)
-            dx[:, sl], ddt[:, sl], dA_k, db[:, sl], dc[:, sl], dstate = _chunk_backward(
+            dx[:, sl], ddt[:, sl], dA_k, db[:, sl], dc[:, sl], dstate = ssd_chunk_backward(
                 x[:, sl], dt[:, sl], A, b[:, sl], c[:, sl], kept[k], upper, dy[:, sl], dstate
             )
             dA += dA_k
