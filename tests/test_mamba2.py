@@ -8,7 +8,7 @@ import torch
 from cospeech.cli.main import main
 from cospeech.errors import CospeechError
 from cospeech.models import BACKBONES, DenoiserConfig, build_denoiser
-from cospeech.models.mamba2 import Mamba2Mixer, Mamba2Options, ScanState
+from cospeech.models.mamba2 import Mamba2Mixer, Mamba2Options, ScanState, gated_rms_norm
 from cospeech.models.ssd import ssd_scan, ssd_step
 from cospeech.models.ssd_fused import Sizes, conv_scan
 
@@ -268,3 +268,13 @@ def test_train_and_generate_with_mamba2(tmp_path, data_dir, capsys):
     assert main(["generate", str(clip), "-m", str(run), "-o", str(out), "--formats", "npz", "--steps", "3"]) == 0
     with np.load(out / f"{clip.stem}.npz") as d:
         assert d["poses"].shape[1] == 165 and np.isfinite(d["poses"]).all()
+
+
+def test_gated_norm_matches_formula_and_gradcheck():
+    g = torch.Generator().manual_seed(0)
+    y, z = (torch.randn(2, 11, 6, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    w = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True)
+    gate = y * torch.nn.functional.silu(z)
+    plain = gate / torch.sqrt(gate.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+    torch.testing.assert_close(gated_rms_norm(y, z, w, piece=4), plain)
+    assert torch.autograd.gradcheck(lambda y, z, w: gated_rms_norm(y, z, w, piece=4), (y, z, w))

@@ -73,6 +73,50 @@ def mamba_ssm_scan(x, dt, A, b, c, chunk, state):
                                      return_final_states=True)
 
 
+def _gated_norm(y, z, weight, eps):
+    g = y * F.silu(z)
+    return (g * torch.rsqrt(g.square().mean(-1, keepdim=True) + eps)).mul_(weight)
+
+
+class _GatedRMSNorm(torch.autograd.Function):
+    """Piece by piece along T (cache-sized intermediates); backward recomputes from y and z."""
+
+    @staticmethod
+    def forward(ctx, y, z, weight, piece, eps):
+        out = torch.empty_like(y)
+        for s in range(0, y.shape[1], piece):
+            out[:, s : s + piece] = _gated_norm(y[:, s : s + piece], z[:, s : s + piece], weight, eps)
+        ctx.save_for_backward(y, z, weight)
+        ctx.piece, ctx.eps = piece, eps
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        y, z, weight = ctx.saved_tensors
+        dy, dz, dw = torch.empty_like(y), torch.empty_like(z), torch.zeros_like(weight)
+        for s in range(0, y.shape[1], ctx.piece):
+            sl = slice(s, s + ctx.piece)
+            yp, zp, do = y[:, sl], z[:, sl], dout[:, sl]
+            sig = torch.sigmoid(zp)
+            gate = zp * sig
+            g = yp * gate
+            r = torch.rsqrt(g.square().mean(-1, keepdim=True) + ctx.eps)
+            n = g * r
+            dw += (do * n).sum((0, 1))
+            dn = do * weight
+            dg = (dn - n * (dn * n).mean(-1, keepdim=True)).mul_(r)
+            dy[:, sl] = dg * gate
+            dz[:, sl] = (dg * yp).mul_(sig * (1 + zp * (1 - sig)))
+        return dy, dz, dw, None, None
+
+
+def gated_rms_norm(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, piece: int = 64, eps: float = 1e-5) -> torch.Tensor:
+    """RMSNorm(y · SiLU(z)) · weight over the last dim (Mamba-2's gated norm). y, z (B, T, E) -> (B, T, E)."""
+    if torch.is_grad_enabled() and any(v.requires_grad for v in (y, z, weight)):
+        return _GatedRMSNorm.apply(y, z, weight, piece, eps)
+    return _gated_norm(y, z, weight, eps)
+
+
 @dataclass
 class ScanState:
     """What one scan direction carries between pieces: the last d_conv - 1 convolution inputs
@@ -185,9 +229,7 @@ class Mamba2Mixer(ChunkedMixer):
 
     def _output(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Gated RMSNorm then the output projection: y, z (B, T, E) -> (B, T, W)."""
-        g = y * F.silu(z)
-        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + 1e-5) * self.norm_weight
-        return self.out_proj(g)
+        return self.out_proj(gated_rms_norm(y, z, self.norm_weight, self.opts.chunk))
 
     # -- streaming and piecewise inference -------------------------------------------------
     def init_state(self, batch: int, like: torch.Tensor) -> ScanState:
