@@ -33,7 +33,7 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import CospeechError
 from .blocks import ChunkedMixer
 from .denoiser import Denoiser, DenoiserConfig
-from .ssd_fused import Sizes, conv_scan
+from .mamba2_ops import Sizes, conv_scan, fused_mixer, gated_rms_norm
 
 KERNELS = ("auto", "torch", "mamba_ssm")
 
@@ -71,50 +71,6 @@ def mamba_ssm_scan(x, dt, A, b, c, chunk, state):
         ) from None
     return mamba_chunk_scan_combined(x, dt, A, b[:, :, None], c[:, :, None], chunk, initial_states=state,
                                      return_final_states=True)
-
-
-def _gated_norm(y, z, weight, eps):
-    g = y * F.silu(z)
-    return (g * torch.rsqrt(g.square().mean(-1, keepdim=True) + eps)).mul_(weight)
-
-
-class _GatedRMSNorm(torch.autograd.Function):
-    """Piece by piece along T (cache-sized intermediates); backward recomputes from y and z."""
-
-    @staticmethod
-    def forward(ctx, y, z, weight, piece, eps):
-        out = torch.empty_like(y)
-        for s in range(0, y.shape[1], piece):
-            out[:, s : s + piece] = _gated_norm(y[:, s : s + piece], z[:, s : s + piece], weight, eps)
-        ctx.save_for_backward(y, z, weight)
-        ctx.piece, ctx.eps = piece, eps
-        return out
-
-    @staticmethod
-    def backward(ctx, dout):
-        y, z, weight = ctx.saved_tensors
-        dy, dz, dw = torch.empty_like(y), torch.empty_like(z), torch.zeros_like(weight)
-        for s in range(0, y.shape[1], ctx.piece):
-            sl = slice(s, s + ctx.piece)
-            yp, zp, do = y[:, sl], z[:, sl], dout[:, sl]
-            sig = torch.sigmoid(zp)
-            gate = zp * sig
-            g = yp * gate
-            r = torch.rsqrt(g.square().mean(-1, keepdim=True) + ctx.eps)
-            n = g * r
-            dw += (do * n).sum((0, 1))
-            dn = do * weight
-            dg = (dn - n * (dn * n).mean(-1, keepdim=True)).mul_(r)
-            dy[:, sl] = dg * gate
-            dz[:, sl] = (dg * yp).mul_(sig * (1 + zp * (1 - sig)))
-        return dy, dz, dw, None, None
-
-
-def gated_rms_norm(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, piece: int = 64, eps: float = 1e-5) -> torch.Tensor:
-    """RMSNorm(y · SiLU(z)) · weight over the last dim (Mamba-2's gated norm). y, z (B, T, E) -> (B, T, E)."""
-    if torch.is_grad_enabled() and any(v.requires_grad for v in (y, z, weight)):
-        return _GatedRMSNorm.apply(y, z, weight, piece, eps)
-    return _gated_norm(y, z, weight, eps)
 
 
 @dataclass
@@ -155,7 +111,7 @@ class ScanDirection(nn.Module):
                 state: ScanState | None = None) -> tuple[torch.Tensor, ScanState]:
         if state is None:
             state = self.init_state(xbc.shape[0], xbc)
-        if self._use_mamba_ssm(xbc):
+        if self.use_mamba_ssm(xbc):
             y, conv, ssm = self.composed(xbc, dt, keep, state, mamba_ssm_scan)
         else:
             y, conv, ssm = conv_scan(xbc, dt, keep, state.conv, state.ssm, self.conv_weight, self.conv_bias,
@@ -178,7 +134,7 @@ class ScanDirection(nn.Module):
         y, ssm = scan(x, dt, -torch.exp(self.A_log), b, c, o.chunk, state.ssm)
         return torch.addcmul(y, x, self.D[:, None]), ext[:, t:], ssm
 
-    def _use_mamba_ssm(self, x: torch.Tensor) -> bool:
+    def use_mamba_ssm(self, x: torch.Tensor) -> bool:
         kernel = self.opts.kernel
         if kernel == "mamba_ssm" and not x.is_cuda:
             raise CospeechError("mamba2 kernel 'mamba_ssm' runs on CUDA tensors only; use kernel 'auto' or 'torch'")
@@ -204,9 +160,14 @@ class Mamba2Mixer(ChunkedMixer):
         self.out_proj = nn.Linear(inner, width, bias=False)
 
     def forward(self, u: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.opts.recompute and torch.is_grad_enabled():
-            return checkpoint(self._mix, u, mask, use_reentrant=False)
-        return self._mix(u, mask)
+        if not (self.opts.recompute and torch.is_grad_enabled()):
+            return self._mix(u, mask)
+        if self.backward_scan is None and not self.forward_scan.use_mamba_ssm(u):
+            d = self.forward_scan
+            keep = None if mask is None else mask[..., None].to(u.dtype)
+            return fused_mixer(u, keep, self.in_proj.weight, d.conv_weight, d.conv_bias, d.dt_bias, d.A_log, d.D,
+                               self.norm_weight, self.out_proj.weight, d.sizes)
+        return checkpoint(self._mix, u, mask, use_reentrant=False)
 
     def _mix(self, u: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         keep = None if mask is None else mask[..., None].to(u.dtype)  # (B, T, 1)

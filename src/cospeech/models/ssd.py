@@ -36,7 +36,7 @@ def future_mask(n: int, device) -> torch.Tensor:
     return torch.ones(n, n, dtype=torch.bool, device=device).triu(1)
 
 
-def _chunk_terms(x, dt, A, b, c, upper):
+def chunk_terms(x, dt, A, b, c, upper):
     """Quantities of one chunk that do not depend on the incoming state.
 
     x (B, L, H, P), dt (B, L, H), b, c (B, L, N), upper (≥L, ≥L) from `future_mask` -> xd (B, H, L, P),
@@ -47,16 +47,16 @@ def _chunk_terms(x, dt, A, b, c, upper):
     upper = upper[:n, :n]
     acs = (dt * A).cumsum(1).transpose(1, 2)  # (B, H, L)
     decay = (acs[..., :, None] - acs[..., None, :]).masked_fill_(upper, float("-inf")).exp_()  # (B, H, L, L)
-    xd = (x * dt[..., None]).transpose(1, 2)  # (B, H, L, P)
+    xd = (x * dt[..., None]).transpose(1, 2).contiguous()  # (B, H, L, P)
     scores = c @ b.transpose(1, 2)  # (B, L, L)
     return xd, acs, decay, scores
 
 
-def ssd_chunk_forward(x, dt, A, b, c, state, upper):
+def ssd_chunk_forward(x, dt, A, b, c, state, upper, terms=None):
     """One chunk: x (B, L, H, P), dt (B, L, H), b, c (B, L, N), state (B, H, P, N) at its start
-    -> y (B, L, H, P), state (B, H, P, N) at its end."""
+    -> y (B, L, H, P), state (B, H, P, N) at its end. `terms`: `chunk_terms` if already computed."""
     bsz, n, h, p = x.shape
-    xd, acs, decay, scores = _chunk_terms(x, dt, A, b, c, upper)
+    xd, acs, decay, scores = terms or chunk_terms(x, dt, A, b, c, upper)
     y = (decay * scores[:, None]) @ xd  # (B, H, L, P): within the chunk
     e = acs.exp()  # (B, H, L)
     flat = state.reshape(bsz, h * p, -1)  # (B, H·P, N)
@@ -68,12 +68,12 @@ def ssd_chunk_forward(x, dt, A, b, c, state, upper):
     return y, new
 
 
-def ssd_chunk_backward(x, dt, A, b, c, state, upper, dy, dnew):
-    """Gradients of one chunk, recomputing its (L × L) terms. dy (B, L, H, P), dnew (B, H, P, N)
-    -> dx, ddt, dA (H,), db, dc, dstate (gradient of the state at the chunk start)."""
+def ssd_chunk_backward(x, dt, A, b, c, state, upper, dy, dnew, terms=None):
+    """Gradients of one chunk, recomputing its (L × L) terms unless given. dy (B, L, H, P),
+    dnew (B, H, P, N) -> dx, ddt, dA (H,), db, dc, dstate (gradient of the state at the chunk start)."""
     bsz, n, h, p = x.shape
-    xd, acs, decay, scores = _chunk_terms(x, dt, A, b, c, upper)
-    dyh = dy.transpose(1, 2)  # (B, H, L, P)
+    xd, acs, decay, scores = terms or chunk_terms(x, dt, A, b, c, upper)
+    dyh = dy.transpose(1, 2).contiguous()  # (B, H, L, P)
     m = decay * scores[:, None]  # (B, H, L, L)
     dxd = m.transpose(-1, -2) @ dyh  # (B, H, L, P)
     dm = dyh @ xd.transpose(-1, -2)  # (B, H, L, L)
