@@ -51,10 +51,10 @@ def _conv(win, weight, bias):
     return out
 
 
-def _direction_forward(win, dt_raw, keep, weights, A, state, upper, sizes):
+def _direction_forward(win, dt_raw, keep, weights, A, state, upper, sizes, new_state=True):
     """One chunk of a direction. win (B, K - 1 + L, C), dt_raw (B, L, H), keep (B, L, 1) or None,
-    weights (conv_w, conv_b, dt_bias, D), state (B, H, P, N) -> y (B, L, H, P), new state, and the
-    intermediates `_direction_backward` needs."""
+    weights (conv_w, conv_b, dt_bias, D), state (B, H, P, N) -> y (B, L, H, P), new state (None
+    unless new_state), and the intermediates `_direction_backward` needs."""
     conv_w, conv_b, dt_bias, D = weights
     pre = _conv(win, conv_w, conv_b)  # (B, L, C)
     x, b, c = F.silu(pre).split([pre.shape[-1] - 2 * sizes.d_state, sizes.d_state, sizes.d_state], dim=-1)
@@ -64,33 +64,31 @@ def _direction_forward(win, dt_raw, keep, weights, A, state, upper, sizes):
     if keep is not None:
         dt = dt * keep  # padded frames neither decay nor feed the state
     terms = chunk_terms(x, dt, A, b, c, upper)
-    y, state = ssd_chunk_forward(x, dt, A, b, c, state, upper, terms)
-    return torch.addcmul(y, x, D[:, None]), state, (pre, x, b, c, dt, v, terms)
+    y, state = ssd_chunk_forward(x, dt, A, b, c, state, upper, terms, new_state)
+    return y.addcmul_(x, D[:, None]), state, (pre, x, b, c, dt, v, terms)
 
 
-def _direction_backward(win, keep, weights, A, state, upper, parts, dy, dstate, grads):
-    """Gradients of one chunk: dy (B, L, H, P), dstate (B, H, P, N) at its end -> dwin (B, K - 1 + L, C),
-    ddt_raw (B, L, H), dstate at its start; adds the weights' gradients into grads
-    [conv_w, conv_b, dt_bias, A, D]."""
+def _direction_backward(win, keep, weights, A, state, upper, parts, dy, dstate, grads, dwin):
+    """Gradients of one chunk: dy (B, L, H, P), dstate (B, H, P, N) at its end -> ddt_raw (B, L, H)
+    and dstate at its start; adds the window's gradient into dwin (B, K - 1 + L, C) and the weights'
+    into grads [conv_w, conv_b, dt_bias, A, D]."""
     conv_w, _, _, D = weights
     pre, x, b, c, dt, v, terms = parts
     grads[4] += (dy * x).sum((0, 1, 3))
     dx, ddt, dA, db, dc, dstate = ssd_chunk_backward(x, dt, A, b, c, state, upper, dy, dstate, terms)
     grads[3] += dA
     dx = torch.addcmul(dx, dy, D[:, None])
-    sig = torch.sigmoid(pre)
-    dpre = torch.cat([dx.flatten(-2), db, dc], dim=-1).mul_(sig * (1 + pre * (1 - sig)))  # (B, L, C)
+    dpre = torch.ops.aten.silu_backward(torch.cat([dx.flatten(-2), db, dc], dim=-1), pre)  # (B, L, C)
     grads[1] += dpre.sum((0, 1))
     n = dpre.shape[1]
-    dwin = win.new_zeros(win.shape)
     for j in range(conv_w.shape[1]):
         grads[0][:, j] += (dpre * win[:, j : j + n]).sum((0, 1))
         dwin[:, j : j + n].addcmul_(dpre, conv_w[:, j])
     if keep is not None:
         ddt = ddt * keep
-    ddt_raw = ddt * torch.sigmoid(v)
+    ddt_raw = torch.ops.aten.softplus_backward(ddt, v, 1.0, 20.0)
     grads[2] += ddt_raw.sum((0, 1))
-    return dwin, ddt_raw, dstate
+    return ddt_raw, dstate
 
 
 def _loop(xbc, dt_raw, keep, conv_state, ssm_state, weights, A, sizes, keep_states):
@@ -153,10 +151,9 @@ class _ConvScan(torch.autograd.Function):
             s = i * sizes.chunk
             e = min(s + sizes.chunk, t)
             win, kp = _window(conv_state, xbc, s, e), None if keep is None else keep[:, s:e]
-            _, _, parts = _direction_forward(win, dt_raw[:, s:e], kp, weights, A, states[i], upper, sizes)
-            dwin, ddt_raw[:, s:e], dstate = _direction_backward(win, kp, weights, A, states[i], upper, parts,
-                                                                dy[:, s:e], dstate, grads)
-            dext[:, s : e + k1] += dwin
+            _, _, parts = _direction_forward(win, dt_raw[:, s:e], kp, weights, A, states[i], upper, sizes, False)
+            ddt_raw[:, s:e], dstate = _direction_backward(win, kp, weights, A, states[i], upper, parts,
+                                                          dy[:, s:e], dstate, grads, dext[:, s : e + k1])
         dconv_w, dconv_b, ddt_bias, dA, dD = grads
         return dext[:, k1:], ddt_raw, dext[:, :k1], dstate, dconv_w, dconv_b, ddt_bias, dA * A, dD, None, None
 
@@ -186,14 +183,13 @@ def _gated_norm(y, z, weight, eps):
 
 def _gated_norm_backward(y, z, weight, dout, eps):
     """-> dy, dz, dweight (summed over B, T)."""
-    sig = torch.sigmoid(z)
-    gate = z * sig
+    gate = F.silu(z)
     g = y * gate
     r = torch.rsqrt(g.square().mean(-1, keepdim=True) + eps)
     n = g * r
     dn = dout * weight
     dg = (dn - n * (dn * n).mean(-1, keepdim=True)).mul_(r)
-    return dg * gate, (dg * y).mul_(sig * (1 + z * (1 - sig))), (dout * n).sum((0, 1))
+    return dg * gate, torch.ops.aten.silu_backward(dg * y, z), (dout * n).sum((0, 1))
 
 
 class _GatedRMSNorm(torch.autograd.Function):
@@ -272,14 +268,13 @@ class _FusedMixer(torch.autograd.Function):
             uc, kp, do = u[:, s:e], None if keep is None else keep[:, s:e], dout[:, s:e]
             z, xbc, dt_raw = _project(uc, w_in, kp, inner, channels)
             win = torch.cat([tails[i], xbc], dim=1)
-            y, _, parts = _direction_forward(win, dt_raw, kp, weights, A, states[i], upper, sizes)
+            y, _, parts = _direction_forward(win, dt_raw, kp, weights, A, states[i], upper, sizes, False)
             y = y.flatten(-2)  # (B, L, E)
             dw_out.addmm_(do.flatten(0, 1).T, _gated_norm(y, z, norm_w, eps).flatten(0, 1))
             dy, dz, dn = _gated_norm_backward(y, z, norm_w, do @ w_out, eps)
             dnorm += dn
-            dwin, ddt_raw, dstate = _direction_backward(win, kp, weights, A, states[i], upper, parts,
-                                                        dy.unflatten(-1, (-1, sizes.head_dim)), dstate, grads)
-            dext[:, s : e + k1] += dwin
+            ddt_raw, dstate = _direction_backward(win, kp, weights, A, states[i], upper, parts,
+                                                  dy.unflatten(-1, (-1, sizes.head_dim)), dstate, grads, dext[:, s : e + k1])
             dxbc = dext[:, s + k1 : e + k1]
             dp = torch.cat([dz, dxbc if kp is None else dxbc * kp, ddt_raw], dim=-1)  # (B, L, 2E + 2N + H)
             dw_in.addmm_(dp.flatten(0, 1).T, uc.flatten(0, 1))

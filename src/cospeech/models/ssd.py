@@ -41,7 +41,7 @@ def chunk_terms(x, dt, A, b, c, upper):
 
     x (B, L, H, P), dt (B, L, H), b, c (B, L, N), upper (≥L, ≥L) from `future_mask` -> xd (B, H, L, P),
     cumulative log-decay acs (B, H, L), decay (B, H, L, L) = exp(acs_l - acs_s) for s ≤ l else 0,
-    scores G (B, L, L).
+    scores G (B, L, L), and the masked mixing matrix m = decay · G (B, H, L, L).
     """
     n = x.shape[1]
     upper = upper[:n, :n]
@@ -49,19 +49,21 @@ def chunk_terms(x, dt, A, b, c, upper):
     decay = (acs[..., :, None] - acs[..., None, :]).masked_fill_(upper, float("-inf")).exp_()  # (B, H, L, L)
     xd = (x * dt[..., None]).transpose(1, 2).contiguous()  # (B, H, L, P)
     scores = c @ b.transpose(1, 2)  # (B, L, L)
-    return xd, acs, decay, scores
+    return xd, acs, decay, scores, decay * scores[:, None]
 
 
-def ssd_chunk_forward(x, dt, A, b, c, state, upper, terms=None):
+def ssd_chunk_forward(x, dt, A, b, c, state, upper, terms=None, new_state=True):
     """One chunk: x (B, L, H, P), dt (B, L, H), b, c (B, L, N), state (B, H, P, N) at its start
-    -> y (B, L, H, P), state (B, H, P, N) at its end. `terms`: `chunk_terms` if already computed."""
+    -> y (B, L, H, P), state (B, H, P, N) at its end (None unless new_state). `terms`:
+    `chunk_terms` if already computed."""
     bsz, n, h, p = x.shape
-    xd, acs, decay, scores = terms or chunk_terms(x, dt, A, b, c, upper)
-    y = (decay * scores[:, None]) @ xd  # (B, H, L, P): within the chunk
+    xd, acs, decay, scores, m = terms or chunk_terms(x, dt, A, b, c, upper)
     e = acs.exp()  # (B, H, L)
     flat = state.reshape(bsz, h * p, -1)  # (B, H·P, N)
-    y_in = (c @ flat.transpose(1, 2)).view(bsz, n, h, p)  # (B, L, H, P): from the incoming state
-    y = y.transpose(1, 2) + y_in * e.transpose(1, 2)[..., None]  # (B, L, H, P)
+    y = (c @ flat.transpose(1, 2)).view(bsz, n, h, p)  # (B, L, H, P): from the incoming state
+    y.mul_(e.transpose(1, 2)[..., None]).add_((m @ xd).transpose(1, 2))  # plus within the chunk
+    if not new_state:
+        return y, None
     w = torch.exp(acs[..., -1:] - acs)  # (B, H, L): decay from each frame to the chunk end
     u = (xd * w[..., None]).transpose(1, 2).reshape(bsz, n, h * p)  # (B, L, H·P)
     new = e[..., -1, None, None] * state + (u.transpose(1, 2) @ b).view(bsz, h, p, -1)  # (B, H, P, N)
@@ -72,16 +74,14 @@ def ssd_chunk_backward(x, dt, A, b, c, state, upper, dy, dnew, terms=None):
     """Gradients of one chunk, recomputing its (L × L) terms unless given. dy (B, L, H, P),
     dnew (B, H, P, N) -> dx, ddt, dA (H,), db, dc, dstate (gradient of the state at the chunk start)."""
     bsz, n, h, p = x.shape
-    xd, acs, decay, scores = terms or chunk_terms(x, dt, A, b, c, upper)
+    xd, acs, decay, scores, m = terms or chunk_terms(x, dt, A, b, c, upper)
     dyh = dy.transpose(1, 2).contiguous()  # (B, H, L, P)
-    m = decay * scores[:, None]  # (B, H, L, L)
     dxd = m.transpose(-1, -2) @ dyh  # (B, H, L, P)
     dm = dyh @ xd.transpose(-1, -2)  # (B, H, L, L)
-    dmd = dm * decay  # (B, H, L, L): zero above the diagonal
-    dscores = dmd.sum(1)  # (B, L, L)
+    dscores = (dm * decay).sum(1)  # (B, L, L)
     dc = dscores @ b  # (B, L, N)
     db = dscores.transpose(1, 2) @ c  # (B, L, N)
-    prod = dmd * scores[:, None]  # (B, H, L, L) = dm · m
+    prod = dm.mul_(m)  # (B, H, L, L)
     dacs = prod.sum(-1) - prod.sum(-2)  # (B, H, L)
 
     e = acs.exp()  # (B, H, L)
