@@ -5,12 +5,14 @@ state-space scan (`ssd.py`) -> gated RMSNorm -> output projection. Legend: B bat
 W width, E = expand · W inner width, H = E / P heads, P head dim, N state size.
 
 Time and memory are linear in T:
-- training: the scan's backward recomputes each chunk (`ssd._ChunkedScan`), and with
-  `recompute` (default) the whole mixer is recomputed in backward, so a layer keeps only its
-  (B, T, W) input between forward and backward;
+- training (`recompute`, the default): a one-directional mixer runs as one fused function, chunk
+  by chunk (`mamba2_ops.fused_mixer`), that keeps only its (B, T, W) input and one scan state per
+  chunk and recomputes each chunk in backward; a bidirectional one (or one on the mamba-ssm
+  kernel) is recomputed by activation checkpointing around the per-direction scans;
 - inference: `chunks` runs the mixer piece by piece with its state, so the AdaLN block runs whole
   layers `infer_chunk` frames at a time (see `blocks.ChunkedMixer`);
-- streaming: `init_state` / `step` keep only the convolution tail and the scan state.
+- streaming: `init_state` / `step` keep only the convolution tail and the scan state (one frame
+  at a time this is the recurrence itself, `ssd.ssd_step`).
 
 With `bidirectional`, a second scan runs over the reversed sequence with its own convolution
 and dynamics; the two outputs are summed before the gated norm (whole-sequence denoising).
@@ -48,7 +50,7 @@ class Mamba2Options:
     d_conv: int = 4  # causal depthwise convolution length
     chunk: int = 64  # frames per SSD chunk
     bidirectional: bool = False  # add a scan over the reversed sequence
-    recompute: bool = True  # training: recompute the mixer in backward instead of storing it
+    recompute: bool = True  # training: recompute the mixer in backward instead of storing its intermediates
     infer_chunk: int = 256  # inference: frames per piece of a layer; 0 = the whole sequence at once
     kernel: str = "auto"  # "auto" | "torch" | "mamba_ssm"
     dt_min: float = 0.001
