@@ -75,6 +75,13 @@ def mamba_ssm_scan(x, dt, A, b, c, chunk, state):
                                      return_final_states=True)
 
 
+def frame_weights(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B, T) bool mask -> (B, T, 1) 1.0 for real frames, 0.0 for padding; None when all are real."""
+    if mask is None or bool(mask.all()):
+        return None
+    return mask[..., None].to(dtype)
+
+
 @dataclass
 class ScanState:
     """What one scan direction carries between pieces: the last d_conv - 1 convolution inputs
@@ -166,13 +173,13 @@ class Mamba2Mixer(ChunkedMixer):
             return self._mix(u, mask)
         if self.backward_scan is None and not self.forward_scan.use_mamba_ssm(u):
             d = self.forward_scan
-            keep = None if mask is None else mask[..., None].to(u.dtype)
+            keep = frame_weights(mask, u.dtype)
             return fused_mixer(u, keep, self.in_proj.weight, d.conv_weight, d.conv_bias, d.dt_bias, d.A_log, d.D,
                                self.norm_weight, self.out_proj.weight, d.sizes)
         return checkpoint(self._mix, u, mask, use_reentrant=False)
 
     def _mix(self, u: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        keep = None if mask is None else mask[..., None].to(u.dtype)  # (B, T, 1)
+        keep = frame_weights(mask, u.dtype)
         z, xbc, dt = self._project(u, keep)
         y, _ = self.forward_scan(xbc, dt, keep)  # (B, T, E)
         if self.backward_scan is not None:
@@ -202,7 +209,7 @@ class Mamba2Mixer(ChunkedMixer):
 
     def step(self, u: torch.Tensor, state: ScanState, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ScanState]:
         """The next frames of a stream: u (B, L, W) (L ≥ 1) -> (B, L, W) and the new state."""
-        keep = None if mask is None else mask[..., None].to(u.dtype)
+        keep = frame_weights(mask, u.dtype)
         z, xbc, dt = self._project(u, keep)
         y, state = self.forward_scan(xbc, dt, keep, state)
         return self._output(y, z), state
@@ -214,7 +221,7 @@ class Mamba2Mixer(ChunkedMixer):
         (B, T, E) buffer of the reverse scan's output when bidirectional."""
         piece = self.opts.infer_chunk or length
         bounds = [(s, min(s + piece, length)) for s in range(0, length, piece)]
-        keep = None if mask is None else mask[..., None].to(self.in_proj.weight.dtype)  # (B, T, 1)
+        keep = frame_weights(mask, self.in_proj.weight.dtype)
         reverse = None
         if self.backward_scan is not None:
             state = None
