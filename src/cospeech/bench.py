@@ -13,7 +13,9 @@ Peak memory is what the step adds to the process:
 
 A training step is forward, MSE loss, backward and an AdamW step; inference is one denoiser
 forward under `torch.no_grad()` (one denoising step of whole-sequence sampling). A warm-up step
-on min(T, 240) frames precedes the timed repetitions; the time is their median.
+on min(T, 240) frames precedes the timed repetitions; the time is their median. Each result also
+records the process CPU time of every repetition and the 1-minute load average before them: on a
+machine shared with other work, wall time well above CPU time / threads means the run waited.
 """
 
 from __future__ import annotations
@@ -171,16 +173,19 @@ def run_job(job: dict) -> dict:
     else:
         _release_free_heap()
         base = _rss_now()
-    times = []
+    times, cpu = [], []
+    load = os.getloadavg()[0]
     for _ in range(cfg.reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step(length)
         sync()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _rss_peak()
     return {
         "backbone": job["spec"], "length": length, "mode": mode, "time_s": statistics.median(times),
-        "times_s": [round(v, 4) for v in times], "peak_mb": round((peak - base) / 2**20, 1),
+        "times_s": [round(v, 4) for v in times], "cpu_s": [round(v, 4) for v in cpu], "load_1min": round(load, 2),
+        "peak_mb": round((peak - base) / 2**20, 1),
         "baseline_mb": round(base / 2**20, 1), "reps": cfg.reps,
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
     }
