@@ -1,5 +1,5 @@
-"""The Mamba-2 backbone against a naive sequential recurrence: chunked scan, its recomputing
-backward, the streaming step, the mixer's padding, piecewise inference, and the pipeline."""
+"""The Mamba-2 backbone against a naive sequential recurrence: piecewise chunked scan, its
+recomputing backward, the streaming step, the mixer's padding, piecewise inference, and the pipeline."""
 
 import numpy as np
 import pytest
@@ -41,12 +41,12 @@ def scan_inputs(bsz=2, t=37, h=3, p=4, n=5, dtype=torch.float64, seed=0, state=T
     return x, dt, A, b, c, s0
 
 
-@pytest.mark.parametrize("chunk", [1, 4, 7, 16, 64])
+@pytest.mark.parametrize("chunk,piece", [(1, 1), (1, 3), (4, 8), (7, 7), (7, 21), (16, 64), (64, 256)])
 @pytest.mark.parametrize("t", [1, 13, 37])
-def test_chunked_scan_matches_recurrence(chunk, t):
+def test_chunked_scan_matches_recurrence(chunk, piece, t):
     x, dt, A, b, c, s0 = scan_inputs(t=t)
     y_ref, s_ref = reference_scan(x, dt, A, b, c, s0)
-    y, s = ssd_scan(x, dt, A, b, c, chunk, s0)
+    y, s = ssd_scan(x, dt, A, b, c, chunk, s0, piece)
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(s, s_ref, rtol=1e-10, atol=1e-10)
 
@@ -62,21 +62,21 @@ def test_recurrent_step_matches_recurrence():
     torch.testing.assert_close(s, s_ref, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("chunk,t", [(4, 11), (3, 9), (16, 7)])
-def test_scan_backward_gradcheck(chunk, t):
-    """The custom backward (recomputed chunks, carried state gradient) in float64, including the
+@pytest.mark.parametrize("chunk,piece,t", [(4, 4, 11), (3, 6, 13), (16, 16, 7)])
+def test_scan_backward_gradcheck(chunk, piece, t):
+    """The custom backward (recomputed pieces, carried state gradient) in float64, including the
     gradients of the initial state and through the final state."""
     inputs = [v.requires_grad_() for v in scan_inputs(bsz=2, t=t, h=2, p=3, n=4)]
 
     def f(*args):
-        y, s = ssd_scan(*args[:5], chunk, args[5])
+        y, s = ssd_scan(*args[:5], chunk, args[5], piece)
         return y, s
 
     assert torch.autograd.gradcheck(f, inputs)
 
 
-@pytest.mark.parametrize("chunk", [8, 16, 25])
-def test_scan_gradients_match_autograd_of_reference(chunk):
+@pytest.mark.parametrize("chunk,piece", [(8, 8), (8, 32), (25, 50)])
+def test_scan_gradients_match_autograd_of_reference(chunk, piece):
     inputs = scan_inputs(bsz=2, t=70, h=4, p=8, n=6, seed=1)
     g = torch.Generator().manual_seed(5)
     wy, ws = torch.randn(2, 70, 4, 8, generator=g, dtype=torch.float64), torch.randn(2, 4, 8, 6, generator=g, dtype=torch.float64)
@@ -87,7 +87,7 @@ def test_scan_gradients_match_autograd_of_reference(chunk):
         ((y * wy).sum() + (s * ws).sum()).backward()
         return [v.grad for v in leaves]
 
-    ours = grads(lambda x, dt, A, b, c, s0: ssd_scan(x, dt, A, b, c, chunk, s0))
+    ours = grads(lambda x, dt, A, b, c, s0: ssd_scan(x, dt, A, b, c, chunk, s0, piece))
     ref = grads(reference_scan)
     for name, a, r in zip(["x", "dt", "A", "b", "c", "state"], ours, ref):
         torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-9, msg=name)
@@ -102,7 +102,7 @@ def test_scan_float32_long_sequence_close_to_float64_reference():
 
 def mixer(bidirectional=False, seed=0, **kw):
     torch.manual_seed(seed)
-    opts = dict(d_state=8, head_dim=16, chunk=8, infer_chunk=12, bidirectional=bidirectional, kernel="torch") | kw
+    opts = dict(d_state=8, head_dim=16, chunk=8, piece=16, bidirectional=bidirectional, kernel="torch") | kw
     return Mamba2Mixer(32, Mamba2Options(**opts))
 
 
@@ -119,11 +119,11 @@ def direction_inputs(t=29, seed=0):
     return xbc, dt, keep, state
 
 
-@pytest.mark.parametrize("chunk,t", [(8, 29), (5, 3), (64, 29)])
-def test_fused_direction_matches_composed_steps(chunk, t):
-    """conv + SiLU + SSD + skip fused chunk by chunk (`conv_scan`, own backward) against the same
+@pytest.mark.parametrize("chunk,piece,t", [(8, 16, 29), (5, 5, 3), (2, 6, 29), (64, 64, 29)])
+def test_fused_direction_matches_composed_steps(chunk, piece, t):
+    """conv + SiLU + SSD + skip fused piece by piece (`conv_scan`, own backward) against the same
     steps composed with autograd around `ssd_scan`: outputs, carried states and every gradient."""
-    direction = mixer(chunk=chunk, expand=1).double().forward_scan
+    direction = mixer(chunk=chunk, piece=piece, expand=1).double().forward_scan
     inputs = direction_inputs(t)
     g = torch.Generator().manual_seed(1)
     weights = [torch.randn(2, t, 32, generator=g, dtype=torch.float64), torch.randn(2, 3, 48, generator=g, dtype=torch.float64),
@@ -148,11 +148,11 @@ def test_fused_direction_matches_composed_steps(chunk, t):
 
 def test_fused_direction_gradcheck():
     xbc, dt, keep, state = direction_inputs(t=7)
-    direction = mixer(chunk=3, expand=1).double().forward_scan
+    direction = mixer(chunk=3, piece=6, expand=1).double().forward_scan
     params = [p.detach().clone().requires_grad_() for p in direction.parameters()]
 
     def f(xbc, dt, conv, ssm, *p):
-        return conv_scan(xbc, dt, keep, conv, ssm, *p, Sizes(16, 8, 3))
+        return conv_scan(xbc, dt, keep, conv, ssm, *p, Sizes(16, 8, 3, 6))
 
     args = [v.clone().requires_grad_() for v in (xbc, dt, state.conv, state.ssm)] + params
     assert torch.autograd.gradcheck(f, args)
@@ -183,7 +183,7 @@ def test_piecewise_inference_matches_whole_sequence(bidirectional):
     y = m(u, mask)
     with torch.no_grad():
         pieces = list(m.chunks(lambda s, e: u[:, s:e], u.shape[1], mask))
-    assert [(s, e) for s, e, _ in pieces] == [(0, 12), (12, 24), (24, 36), (36, 48), (48, 50)]
+    assert [(s, e) for s, e, _ in pieces] == [(0, 16), (16, 32), (32, 48), (48, 50)]
     torch.testing.assert_close(torch.cat([o for _, _, o in pieces], 1), y, rtol=1e-5, atol=1e-6)
 
 
@@ -200,15 +200,15 @@ def test_streaming_steps_match_whole_sequence():
         mixer(True).init_state(2, u)
 
 
-@pytest.mark.parametrize("bidirectional,chunk", [(False, 8), (False, 2), (True, 8)])
-def test_recomputing_training_paths_match_the_stored_one(bidirectional, chunk):
+@pytest.mark.parametrize("bidirectional,chunk,piece", [(False, 8, 16), (False, 2, 2), (False, 4, 12), (True, 8, 8)])
+def test_recomputing_training_paths_match_the_stored_one(bidirectional, chunk, piece):
     """recompute=True trains through the fused whole-mixer function (one direction) or
     checkpointing (bidirectional); recompute=False through stored autograd steps. Float64."""
     u, mask = padded()
     u = u.double()
     grads = []
     for recompute in (False, True):
-        m = mixer(bidirectional, recompute=recompute, chunk=chunk).double()
+        m = mixer(bidirectional, recompute=recompute, chunk=chunk, piece=piece).double()
         leaf = u.clone().requires_grad_()
         out = m(leaf, mask)
         (out * torch.cos(out)).sum().backward()
@@ -220,7 +220,7 @@ def test_recomputing_training_paths_match_the_stored_one(bidirectional, chunk):
 def tiny_mamba(bidirectional):
     torch.manual_seed(0)
     cfg = DenoiserConfig(motion_dim=12, audio_dim=5, n_speakers=2, backbone="mamba2", width=32, depth=2, dropout=0.0,
-                         mixer=dict(d_state=8, head_dim=16, chunk=8, infer_chunk=16, bidirectional=bidirectional))
+                         mixer=dict(d_state=8, head_dim=16, chunk=8, piece=16, bidirectional=bidirectional))
     model = build_denoiser(cfg).eval()
     with torch.no_grad():  # leave the zero-initialised identity start, so outputs depend on the mixers
         for p in model.parameters():
@@ -250,6 +250,8 @@ def test_options_are_checked():
         build_denoiser(DenoiserConfig(**base, mixer={"head_dim": 48}))
     with pytest.raises(CospeechError, match="kernel"):
         build_denoiser(DenoiserConfig(**base, mixer={"kernel": "triton"}))
+    with pytest.raises(CospeechError, match="multiple of chunk"):
+        build_denoiser(DenoiserConfig(**base, mixer={"chunk": 64, "piece": 100}))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA kernels")

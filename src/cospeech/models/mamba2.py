@@ -6,11 +6,11 @@ W width, E = expand · W inner width, H = E / P heads, P head dim, N state size.
 
 Time and memory are linear in T:
 - training (`recompute`, the default): a one-directional mixer runs as one fused function, chunk
-  by chunk (`mamba2_ops.fused_mixer`), that keeps only its (B, T, W) input and one scan state per
-  chunk and recomputes each chunk in backward; a bidirectional one (or one on the mamba-ssm
+  by piece (`mamba2_ops.fused_mixer`), that keeps only its (B, T, W) input and one scan state per
+  piece and recomputes each piece in backward; a bidirectional one (or one on the mamba-ssm
   kernel) is recomputed by activation checkpointing around the per-direction scans;
 - inference: `chunks` runs the mixer piece by piece with its state, so the AdaLN block runs whole
-  layers `infer_chunk` frames at a time (see `blocks.ChunkedMixer`);
+  layers `piece` frames at a time (see `blocks.ChunkedMixer`);
 - streaming: `init_state` / `step` keep only the convolution tail and the scan state (one frame
   at a time this is the recurrence itself, `ssd.ssd_step`).
 
@@ -49,9 +49,9 @@ class Mamba2Options:
     head_dim: int = 64  # P
     d_conv: int = 4  # causal depthwise convolution length
     chunk: int = 64  # frames per SSD chunk
+    piece: int = 256  # frames per step of the training and inference loops (a multiple of chunk)
     bidirectional: bool = False  # add a scan over the reversed sequence
     recompute: bool = True  # training: recompute the mixer in backward instead of storing its intermediates
-    infer_chunk: int = 256  # inference: frames per piece of a layer; 0 = the whole sequence at once
     kernel: str = "auto"  # "auto" | "torch" | "mamba_ssm"
     dt_min: float = 0.001
     dt_max: float = 0.1
@@ -59,8 +59,10 @@ class Mamba2Options:
     def __post_init__(self):
         if self.kernel not in KERNELS:
             raise CospeechError(f"mamba2 kernel must be one of {', '.join(KERNELS)}; got {self.kernel!r}")
-        if min(self.d_state, self.expand, self.head_dim, self.d_conv, self.chunk) < 1 or self.infer_chunk < 0:
+        if min(self.d_state, self.expand, self.head_dim, self.d_conv, self.chunk, self.piece) < 1:
             raise CospeechError(f"mamba2 sizes must be positive: {self}")
+        if self.piece % self.chunk:
+            raise CospeechError(f"mamba2 piece ({self.piece}) must be a multiple of chunk ({self.chunk})")
 
 
 def mamba_ssm_scan(x, dt, A, b, c, chunk, state):
@@ -109,7 +111,7 @@ class ScanDirection(nn.Module):
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus(dt_bias) = dt
         self.A_log = nn.Parameter(torch.log(torch.empty(self.heads).uniform_(1, 16)))
         self.D = nn.Parameter(torch.ones(self.heads))
-        self.sizes = Sizes(opts.head_dim, opts.d_state, opts.chunk)
+        self.sizes = Sizes(opts.head_dim, opts.d_state, opts.chunk, opts.piece)
 
     def init_state(self, batch: int, like: torch.Tensor) -> ScanState:
         o = self.opts
@@ -199,7 +201,7 @@ class Mamba2Mixer(ChunkedMixer):
 
     def _output(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Gated RMSNorm then the output projection: y, z (B, T, E) -> (B, T, W)."""
-        return self.out_proj(gated_rms_norm(y, z, self.norm_weight, self.opts.chunk))
+        return self.out_proj(gated_rms_norm(y, z, self.norm_weight, self.opts.piece))
 
     # -- streaming and piecewise inference -------------------------------------------------
     def init_state(self, batch: int, like: torch.Tensor) -> ScanState:
@@ -217,9 +219,9 @@ class Mamba2Mixer(ChunkedMixer):
     def chunks(self, inputs: Callable[[int, int], torch.Tensor], length: int,
                mask: torch.Tensor | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
         """Inference piece by piece: `inputs(s, e)` gives the mixer input of frames s:e (B, e-s, W);
-        yields (s, e, output (B, e-s, W)) in order. Live memory is O(infer_chunk), plus a
-        (B, T, E) buffer of the reverse scan's output when bidirectional."""
-        piece = self.opts.infer_chunk or length
+        yields (s, e, output (B, e-s, W)) in order. Live memory is O(piece), plus a (B, T, E)
+        buffer of the reverse scan's output when bidirectional."""
+        piece = self.opts.piece
         bounds = [(s, min(s + piece, length)) for s in range(0, length, piece)]
         keep = frame_weights(mask, self.in_proj.weight.dtype)
         reverse = None

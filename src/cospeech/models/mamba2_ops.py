@@ -4,15 +4,16 @@ Legend: B batch, T frames, L chunk length, K convolution length, W width, E = H 
 H heads, P head dim, N state size, C = E + 2N convolution channels (x, b, c).
 
 One *direction* is: causal depthwise convolution -> SiLU -> step sizes -> SSD scan -> D skip.
-A chunk's convolution needs only the K - 1 raw frames before it and its scan only the incoming
-state, so every intermediate lives for one chunk: (B, L, C) tensors that stay in cache on a CPU.
+The loops below walk a *piece* of frames (a few SSD chunks) at a time: a piece's convolution
+needs only the K - 1 raw frames before it and its scan only the incoming state, so every
+intermediate lives for one piece, (B, piece, C) tensors that stay in cache on a CPU.
 
 - `conv_scan`: one direction over a sequence (`_ConvScan` saves the raw inputs and the scan state
-  at each chunk border; backward walks the chunks in reverse, recomputes each one and carries the
+  at each piece border; backward walks the pieces in reverse, recomputes each one and carries the
   state gradient). Without gradients the same loop serves piecewise inference and streaming.
 - `gated_rms_norm`: RMSNorm(y · SiLU(z)) · weight, piece by piece, recomputed in backward.
 - `fused_mixer`: the whole one-directional mixer (input projection, direction, gated norm, output
-  projection) chunk by chunk; training memory is the input plus one state per chunk.
+  projection) piece by piece; training memory is the input plus one state per piece.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .ssd import chunk_terms, future_mask, ssd_chunk_backward, ssd_chunk_forward, ssd_step
+from .ssd import future_mask, piece_backward, piece_forward, ssd_step
 
 
 @dataclass(frozen=True)
 class Sizes:
     head_dim: int  # P
     d_state: int  # N
-    chunk: int  # L
+    chunk: int  # L, frames per SSD chunk
+    piece: int  # frames per step of the loops, a multiple of chunk
 
 
 # -- one direction ---------------------------------------------------------------------------
@@ -51,10 +53,10 @@ def _conv(win, weight, bias):
     return out
 
 
-def _direction_forward(win, dt_raw, keep, weights, A, state, upper, sizes, new_state=True):
-    """One chunk of a direction. win (B, K - 1 + L, C), dt_raw (B, L, H), keep (B, L, 1) or None,
-    weights (conv_w, conv_b, dt_bias, D), state (B, H, P, N) -> y (B, L, H, P), new state (None
-    unless new_state), and the intermediates `_direction_backward` needs."""
+def _direction_forward(win, dt_raw, keep, weights, A, state, upper, sizes):
+    """One piece of a direction (Lp frames). win (B, K - 1 + Lp, C), dt_raw (B, Lp, H), keep
+    (B, Lp, 1) or None, weights (conv_w, conv_b, dt_bias, D), state (B, H, P, N) -> y (B, Lp, H, P),
+    new state, and the intermediates `_direction_backward` needs."""
     conv_w, conv_b, dt_bias, D = weights
     pre = _conv(win, conv_w, conv_b)  # (B, L, C)
     x, b, c = F.silu(pre).split([pre.shape[-1] - 2 * sizes.d_state, sizes.d_state, sizes.d_state], dim=-1)
@@ -63,19 +65,18 @@ def _direction_forward(win, dt_raw, keep, weights, A, state, upper, sizes, new_s
     dt = F.softplus(v)
     if keep is not None:
         dt = dt * keep  # padded frames neither decay nor feed the state
-    terms = chunk_terms(x, dt, A, b, c, upper)
-    y, state = ssd_chunk_forward(x, dt, A, b, c, state, upper, terms, new_state)
-    return y.addcmul_(x, D[:, None]), state, (pre, x, b, c, dt, v, terms)
+    y, state, saved = piece_forward(x, dt, A, b, c, state, sizes.chunk, upper)
+    return y.addcmul_(x, D[:, None]), state, (pre, x, v, saved)
 
 
-def _direction_backward(win, keep, weights, A, state, upper, parts, dy, dstate, grads, dwin):
-    """Gradients of one chunk: dy (B, L, H, P), dstate (B, H, P, N) at its end -> ddt_raw (B, L, H)
-    and dstate at its start; adds the window's gradient into dwin (B, K - 1 + L, C) and the weights'
-    into grads [conv_w, conv_b, dt_bias, A, D]."""
+def _direction_backward(win, keep, weights, A, parts, dy, dstate, grads, dwin):
+    """Gradients of one piece: dy (B, Lp, H, P), dstate (B, H, P, N) at its end -> ddt_raw
+    (B, Lp, H) and dstate at its start; adds the window's gradient into dwin (B, K - 1 + Lp, C)
+    and the weights' into grads [conv_w, conv_b, dt_bias, A, D]."""
     conv_w, _, _, D = weights
-    pre, x, b, c, dt, v, terms = parts
+    pre, x, v, saved = parts
     grads[4] += (dy * x).sum((0, 1, 3))
-    dx, ddt, dA, db, dc, dstate = ssd_chunk_backward(x, dt, A, b, c, state, upper, dy, dstate, terms)
+    dx, ddt, dA, db, dc, dstate = piece_backward(A, saved, dy, dstate)
     grads[3] += dA
     dx = torch.addcmul(dx, dy, D[:, None])
     dpre = torch.ops.aten.silu_backward(torch.cat([dx.flatten(-2), db, dc], dim=-1), pre)  # (B, L, C)
@@ -92,14 +93,14 @@ def _direction_backward(win, keep, weights, A, state, upper, parts, dy, dstate, 
 
 
 def _loop(xbc, dt_raw, keep, conv_state, ssm_state, weights, A, sizes, keep_states):
-    """The forward chunk loop -> y (B, T, H, P), final conv tail, final scan state, and the scan
-    state at each chunk start when keep_states."""
+    """The forward piece loop -> y (B, T, H, P), final conv tail, final scan state, and the scan
+    state at each piece start when keep_states."""
     bsz, t, _ = xbc.shape
-    starts, upper = range(0, t, sizes.chunk), future_mask(sizes.chunk, xbc.device)
+    starts, upper = range(0, t, sizes.piece), future_mask(sizes.chunk, xbc.device)
     states = xbc.new_empty(len(starts), *ssm_state.shape) if keep_states else None
     y = xbc.new_empty(bsz, t, A.shape[0], sizes.head_dim)
     for i, s in enumerate(starts):
-        e = min(s + sizes.chunk, t)
+        e = min(s + sizes.piece, t)
         win, kp = _window(conv_state, xbc, s, e), None if keep is None else keep[:, s:e]
         if keep_states:
             states[i] = ssm_state
@@ -148,12 +149,12 @@ class _ConvScan(torch.autograd.Function):
         if dy is None:
             dy = xbc.new_zeros(bsz, t, A.shape[0], sizes.head_dim)
         for i in reversed(range(len(states))):
-            s = i * sizes.chunk
-            e = min(s + sizes.chunk, t)
+            s = i * sizes.piece
+            e = min(s + sizes.piece, t)
             win, kp = _window(conv_state, xbc, s, e), None if keep is None else keep[:, s:e]
-            _, _, parts = _direction_forward(win, dt_raw[:, s:e], kp, weights, A, states[i], upper, sizes, False)
-            ddt_raw[:, s:e], dstate = _direction_backward(win, kp, weights, A, states[i], upper, parts,
-                                                          dy[:, s:e], dstate, grads, dext[:, s : e + k1])
+            _, _, parts = _direction_forward(win, dt_raw[:, s:e], kp, weights, A, states[i], upper, sizes)
+            ddt_raw[:, s:e], dstate = _direction_backward(win, kp, weights, A, parts, dy[:, s:e], dstate, grads,
+                                                          dext[:, s : e + k1])
         dconv_w, dconv_b, ddt_bias, dA, dD = grads
         return dext[:, k1:], ddt_raw, dext[:, :k1], dstate, dconv_w, dconv_b, ddt_bias, dA * A, dD, None, None
 
@@ -233,13 +234,13 @@ class _FusedMixer(torch.autograd.Function):
         bsz, t, _ = u.shape
         inner, channels, k1 = norm_w.shape[0], conv_w.shape[0], conv_w.shape[1] - 1
         weights, A = (conv_w, conv_b, dt_bias, D), -torch.exp(A_log)
-        starts, upper = range(0, t, sizes.chunk), future_mask(sizes.chunk, u.device)
+        starts, upper = range(0, t, sizes.piece), future_mask(sizes.chunk, u.device)
         states = u.new_empty(len(starts), bsz, A.shape[0], sizes.head_dim, sizes.d_state)
         tails = u.new_empty(len(starts), bsz, k1, channels)
         state, tail = states.new_zeros(states.shape[1:]), tails.new_zeros(tails.shape[1:])
         out = u.new_empty(bsz, t, w_out.shape[0])
         for i, s in enumerate(starts):
-            e = min(s + sizes.chunk, t)
+            e = min(s + sizes.piece, t)
             kp = None if keep is None else keep[:, s:e]
             z, xbc, dt_raw = _project(u[:, s:e], w_in, kp, inner, channels)
             states[i], tails[i] = state, tail
@@ -263,18 +264,18 @@ class _FusedMixer(torch.autograd.Function):
         dext = u.new_zeros(bsz, k1 + t, channels)  # gradient of [zeros, xbc]
         dstate = torch.zeros_like(states[0])
         for i in reversed(range(len(states))):
-            s = i * sizes.chunk
-            e = min(s + sizes.chunk, t)
+            s = i * sizes.piece
+            e = min(s + sizes.piece, t)
             uc, kp, do = u[:, s:e], None if keep is None else keep[:, s:e], dout[:, s:e]
             z, xbc, dt_raw = _project(uc, w_in, kp, inner, channels)
             win = torch.cat([tails[i], xbc], dim=1)
-            y, _, parts = _direction_forward(win, dt_raw, kp, weights, A, states[i], upper, sizes, False)
+            y, _, parts = _direction_forward(win, dt_raw, kp, weights, A, states[i], upper, sizes)
             y = y.flatten(-2)  # (B, L, E)
             dw_out.addmm_(do.flatten(0, 1).T, _gated_norm(y, z, norm_w, eps).flatten(0, 1))
             dy, dz, dn = _gated_norm_backward(y, z, norm_w, do @ w_out, eps)
             dnorm += dn
-            ddt_raw, dstate = _direction_backward(win, kp, weights, A, states[i], upper, parts,
-                                                  dy.unflatten(-1, (-1, sizes.head_dim)), dstate, grads, dext[:, s : e + k1])
+            ddt_raw, dstate = _direction_backward(win, kp, weights, A, parts, dy.unflatten(-1, (-1, sizes.head_dim)),
+                                                  dstate, grads, dext[:, s : e + k1])
             dxbc = dext[:, s + k1 : e + k1]
             dp = torch.cat([dz, dxbc if kp is None else dxbc * kp, ddt_raw], dim=-1)  # (B, L, 2E + 2N + H)
             dw_in.addmm_(dp.flatten(0, 1).T, uc.flatten(0, 1))
@@ -290,5 +291,5 @@ def fused_mixer(
 ) -> torch.Tensor:
     """The one-directional mixer from zero states, for training. u (B, T, W), keep (B, T, 1) or
     None, w_in (2E + 2N + H, W) for [z, xbc, dt], direction weights as in `conv_scan`, norm_w (E,),
-    w_out (W, E) -> (B, T, W). Saves u and one scan state and convolution tail per chunk."""
+    w_out (W, E) -> (B, T, W). Saves u and one scan state and convolution tail per piece."""
     return _FusedMixer.apply(u, keep, w_in, conv_w, conv_b, dt_bias, A_log, D, norm_w, w_out, sizes, eps)
