@@ -1,11 +1,11 @@
-"""Fused, chunk-by-chunk operations of the Mamba-2 mixer, each with a recomputing backward.
+"""Fused, piece-by-piece operations of the Mamba-2 mixer, each with a recomputing backward.
 
-Legend: B batch, T frames, L chunk length, K convolution length, W width, E = H · P inner width,
-H heads, P head dim, N state size, C = E + 2N convolution channels (x, b, c).
+Legend: B batch, T frames, Lp frames in a piece, d_conv convolution length, W width, H heads,
+P head dim, E = H · P inner width, N state size, C = E + 2N convolution channels (x, b, c).
 
 One *direction* is: causal depthwise convolution -> SiLU -> step sizes -> SSD scan -> D skip.
 The loops below walk a *piece* of frames (a few SSD chunks) at a time: a piece's convolution
-needs only the K - 1 raw frames before it and its scan only the incoming state, so every
+needs only the d_conv - 1 raw frames before it and its scan only the incoming state, so every
 intermediate lives for one piece, (B, piece, C) tensors that stay in cache on a CPU.
 
 - `conv_scan`: one direction over a sequence (`_ConvScan` saves the raw inputs and the scan state
@@ -36,7 +36,7 @@ class Sizes:
 
 # -- one direction ---------------------------------------------------------------------------
 def _window(conv_state, xbc, s, e):
-    """Raw convolution inputs of frames s:e with the K - 1 before them: (B, K - 1 + e - s, C)."""
+    """Raw convolution inputs of frames s:e with the d_conv - 1 before them: (B, d_conv - 1 + e - s, C)."""
     k1 = conv_state.shape[1]
     if s >= k1:
         return xbc[:, s - k1 : e]
@@ -44,7 +44,8 @@ def _window(conv_state, xbc, s, e):
 
 
 def _conv(win, weight, bias):
-    """Causal depthwise convolution of a window (B, K - 1 + L, C) with weight (C, K) -> (B, L, C)."""
+    """Causal depthwise convolution of a window (B, d_conv - 1 + Lp, C) with weight
+    (C, d_conv) -> (B, Lp, C)."""
     k = weight.shape[1]
     n = win.shape[1] - k + 1
     out = torch.addcmul(bias, win[:, :n], weight[:, 0])
@@ -54,13 +55,13 @@ def _conv(win, weight, bias):
 
 
 def _direction_forward(win, dt_raw, keep, weights, A, state, upper, sizes):
-    """One piece of a direction (Lp frames). win (B, K - 1 + Lp, C), dt_raw (B, Lp, H), keep
+    """One piece of a direction (Lp frames). win (B, d_conv - 1 + Lp, C), dt_raw (B, Lp, H), keep
     (B, Lp, 1) or None, weights (conv_w, conv_b, dt_bias, D), state (B, H, P, N) -> y (B, Lp, H, P),
     new state, and the intermediates `_direction_backward` needs."""
     conv_w, conv_b, dt_bias, D = weights
-    pre = _conv(win, conv_w, conv_b)  # (B, L, C)
+    pre = _conv(win, conv_w, conv_b)  # (B, Lp, C)
     x, b, c = F.silu(pre).split([pre.shape[-1] - 2 * sizes.d_state, sizes.d_state, sizes.d_state], dim=-1)
-    x = x.unflatten(-1, (-1, sizes.head_dim))  # (B, L, H, P)
+    x = x.unflatten(-1, (-1, sizes.head_dim))  # (B, Lp, H, P)
     v = dt_raw + dt_bias
     dt = F.softplus(v)
     if keep is not None:
@@ -71,7 +72,7 @@ def _direction_forward(win, dt_raw, keep, weights, A, state, upper, sizes):
 
 def _direction_backward(win, keep, weights, A, parts, dy, dstate, grads, dwin):
     """Gradients of one piece: dy (B, Lp, H, P), dstate (B, H, P, N) at its end -> ddt_raw
-    (B, Lp, H) and dstate at its start; adds the window's gradient into dwin (B, K - 1 + Lp, C)
+    (B, Lp, H) and dstate at its start; adds the window's gradient into dwin (B, d_conv - 1 + Lp, C)
     and the weights' into grads [conv_w, conv_b, dt_bias, A, D]."""
     conv_w, _, _, D = weights
     pre, x, v, saved = parts
@@ -79,7 +80,7 @@ def _direction_backward(win, keep, weights, A, parts, dy, dstate, grads, dwin):
     dx, ddt, dA, db, dc, dstate = piece_backward(A, saved, dy, dstate)
     grads[3] += dA
     dx = torch.addcmul(dx, dy, D[:, None])
-    dpre = torch.ops.aten.silu_backward(torch.cat([dx.flatten(-2), db, dc], dim=-1), pre)  # (B, L, C)
+    dpre = torch.ops.aten.silu_backward(torch.cat([dx.flatten(-2), db, dc], dim=-1), pre)  # (B, Lp, C)
     grads[1] += dpre.sum((0, 1))
     n = dpre.shape[1]
     for j in range(conv_w.shape[1]):
@@ -165,8 +166,8 @@ def conv_scan(
     A_log: torch.Tensor, D: torch.Tensor, sizes: Sizes,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One direction. xbc (B, T, C) raw convolution inputs, dt_raw (B, T, H), keep (B, T, 1) or
-    None, conv_state (B, K - 1, C), ssm_state (B, H, P, N), conv_w (C, K), conv_b (C,), dt_bias,
-    A_log, D (H,) -> y (B, T, H, P) (scan plus D skip), conv tail (B, K - 1, C), scan state
+    None, conv_state (B, d_conv - 1, C), ssm_state (B, H, P, N), conv_w (C, d_conv), conv_b (C,), dt_bias,
+    A_log, D (H,) -> y (B, T, H, P) (scan plus D skip), conv tail (B, d_conv - 1, C), scan state
     (B, H, P, N). Differentiable in every tensor but keep."""
     tensors = (xbc, dt_raw, conv_state, ssm_state, conv_w, conv_b, dt_bias, A_log, D)
     if torch.is_grad_enabled() and any(v.requires_grad for v in tensors):
@@ -223,7 +224,7 @@ def gated_rms_norm(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, piece
 
 # -- the whole one-directional mixer ---------------------------------------------------------
 def _project(u, w_in, keep, inner, channels):
-    """u (B, L, W) -> z (B, L, E), xbc (B, L, C) with padded frames zeroed, dt_raw (B, L, H)."""
+    """u (B, Lp, W) -> z (B, Lp, E), xbc (B, Lp, C) with padded frames zeroed, dt_raw (B, Lp, H)."""
     z, xbc, dt_raw = F.linear(u, w_in).split([inner, channels, w_in.shape[0] - inner - channels], dim=-1)
     return z, (xbc if keep is None else xbc * keep), dt_raw
 
@@ -244,7 +245,7 @@ class _FusedMixer(torch.autograd.Function):
             kp = None if keep is None else keep[:, s:e]
             z, xbc, dt_raw = _project(u[:, s:e], w_in, kp, inner, channels)
             states[i], tails[i] = state, tail
-            win = torch.cat([tail, xbc], dim=1)  # (B, K - 1 + L, C)
+            win = torch.cat([tail, xbc], dim=1)  # (B, d_conv - 1 + Lp, C)
             y, state, _ = _direction_forward(win, dt_raw, kp, weights, A, state, upper, sizes)
             tail = win[:, win.shape[1] - k1 :]
             out[:, s:e] = F.linear(_gated_norm(y.flatten(-2), z, norm_w, eps), w_out)
@@ -270,14 +271,14 @@ class _FusedMixer(torch.autograd.Function):
             z, xbc, dt_raw = _project(uc, w_in, kp, inner, channels)
             win = torch.cat([tails[i], xbc], dim=1)
             y, _, parts = _direction_forward(win, dt_raw, kp, weights, A, states[i], upper, sizes)
-            y = y.flatten(-2)  # (B, L, E)
+            y = y.flatten(-2)  # (B, Lp, E)
             dw_out.addmm_(do.flatten(0, 1).T, _gated_norm(y, z, norm_w, eps).flatten(0, 1))
             dy, dz, dn = _gated_norm_backward(y, z, norm_w, do @ w_out, eps)
             dnorm += dn
             ddt_raw, dstate = _direction_backward(win, kp, weights, A, parts, dy.unflatten(-1, (-1, sizes.head_dim)),
                                                   dstate, grads, dext[:, s : e + k1])
             dxbc = dext[:, s + k1 : e + k1]
-            dp = torch.cat([dz, dxbc if kp is None else dxbc * kp, ddt_raw], dim=-1)  # (B, L, 2E + 2N + H)
+            dp = torch.cat([dz, dxbc if kp is None else dxbc * kp, ddt_raw], dim=-1)  # (B, Lp, 2E + 2N + H)
             dw_in.addmm_(dp.flatten(0, 1).T, uc.flatten(0, 1))
             du[:, s:e] = dp @ w_in
         dconv_w, dconv_b, ddt_bias, dA, dD = grads
