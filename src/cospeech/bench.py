@@ -197,6 +197,9 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     settings, machine, results, ratios against the first backbone, and time scaling with length."""
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise CospeechError(f"device {cfg.device!r} requested but CUDA is not available")
+    load = os.getloadavg()[0]
+    if load > 0.25 * (os.cpu_count() or 1):
+        log(f"warning: load average {load:.1f} before the benchmark: other work will distort the timings")
     results = []
     for length in cfg.lengths:
         for mode in cfg.modes:
