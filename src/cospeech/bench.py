@@ -192,9 +192,35 @@ def run_job(job: dict) -> dict:
 
 
 # -- the whole benchmark -------------------------------------------------------------------
-def run_benchmark(cfg: BenchConfig, log=print) -> dict:
+def _cpu_busy(interval: float = 1.0) -> float:
+    """Fraction of all CPUs busy over `interval` seconds (Linux /proc/stat)."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(n) for n in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+
+    t0, i0 = sample()
+    time.sleep(interval)
+    t1, i1 = sample()
+    return 1.0 - (i1 - i0) / max(t1 - t0, 1)
+
+
+def wait_until_idle(max_wait: float, log=print) -> float:
+    """Before a configuration on a shared machine: wait (up to max_wait seconds) until the CPUs
+    have been at most 5 % busy for 3 s in a row. Returns the seconds waited."""
+    start, quiet = time.monotonic(), 0
+    while quiet < 3 and time.monotonic() - start < max_wait:
+        quiet = quiet + 1 if _cpu_busy() <= 0.05 else 0
+    waited = time.monotonic() - start
+    if quiet < 3:
+        log(f"warning: the machine stayed busy for {waited:.0f} s; measuring anyway")
+    return waited
+
+
+def run_benchmark(cfg: BenchConfig, log=print, wait_idle: float = 0.0) -> dict:
     """Every (length, mode, backbone) in a fresh process, backbones alternating; returns the report:
-    settings, machine, results, ratios against the first backbone, and time scaling with length."""
+    settings, machine, results, ratios against the first backbone, and time scaling with length.
+    wait_idle > 0: before each configuration wait up to that many seconds for idle CPUs (Linux)."""
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise CospeechError(f"device {cfg.device!r} requested but CUDA is not available")
     load = os.getloadavg()[0]
@@ -204,13 +230,14 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     for length in cfg.lengths:
         for mode in cfg.modes:
             for spec in cfg.backbones:
+                waited = wait_until_idle(wait_idle, log) if wait_idle > 0 else 0.0
                 job = {"config": asdict(cfg), "spec": spec, "length": length, "mode": mode}
                 proc = subprocess.run([sys.executable, "-m", "cospeech.bench", json.dumps(job)],
                                       capture_output=True, text=True)
                 if proc.returncode != 0:
                     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
                     raise CospeechError(f"benchmark of {spec} at {length} frames ({mode}) failed: {tail}")
-                res = json.loads(proc.stdout.strip().splitlines()[-1])
+                res = json.loads(proc.stdout.strip().splitlines()[-1]) | {"waited_s": round(waited, 1)}
                 log(f"{spec:>30} {mode:>5} T={length:<5} {res['time_s']:8.3f} s  {res['peak_mb']:9.1f} MB")
                 results.append(res)
     return {"settings": asdict(cfg), "machine": machine(cfg.device), "results": results,

@@ -140,7 +140,7 @@ def _benchmark(args) -> int:
     cfg = BenchConfig(backbones=items(args.backbones), lengths=lengths, modes=items(args.mode), width=args.width,
                       depth=args.depth, heads=args.heads, batch=args.batch, reps=args.reps, device=args.device,
                       threads=args.threads)
-    report = run_benchmark(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    report = run_benchmark(cfg, log=lambda line: print(line, file=sys.stderr, flush=True), wait_idle=args.wait_idle)
     text = json.dumps(report, indent=2)
     print(text)
     print(markdown_table(report), file=sys.stderr)
@@ -205,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--reps", type=int, default=3, help="timed repetitions per configuration (median reported)")
     b.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     b.add_argument("--threads", type=int, default=2, help="CPU threads")
+    b.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                   help="on a shared machine: before each configuration wait up to this long for idle CPUs")
     b.add_argument("--json", default=None, help="also write the report here")
     b.set_defaults(func=_benchmark)
 
