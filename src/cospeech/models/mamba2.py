@@ -49,7 +49,8 @@ class Mamba2Options:
     head_dim: int = 64  # P
     d_conv: int = 4  # causal depthwise convolution length
     chunk: int = 64  # frames per SSD chunk
-    piece: int = 256  # frames per step of the training and inference loops (a multiple of chunk)
+    piece: int = 128  # frames per step of the training and inference loops (a multiple of chunk;
+    #                   larger suits a GPU, smaller keeps a CPU's working set in cache)
     bidirectional: bool = False  # add a scan over the reversed sequence
     recompute: bool = True  # training: recompute the mixer in backward instead of storing its intermediates
     kernel: str = "auto"  # "auto" | "torch" | "mamba_ssm"
