@@ -31,16 +31,18 @@ def test_one_configuration_in_process(spec, mode):
 
 def test_ratios_scaling_and_table():
     cfg = BenchConfig(lengths=(100, 400), modes=("infer",))
-    results = [{"backbone": b, "length": n, "mode": "infer", "time_s": t, "peak_mb": m}
+    results = [{"backbone": b, "length": n, "mode": "infer", "time_s": t, "peak_mb": m, "live_mb": m / 2}
                for b, n, t, m in [("transformer", 100, 1.0, 100.0), ("mamba2", 100, 0.5, 20.0),
                                   ("transformer", 400, 8.0, 800.0), ("mamba2", 400, 2.0, 80.0)]]
     assert ratios(results, cfg) == [
-        {"backbone": "mamba2", "vs": "transformer", "length": 100, "mode": "infer", "time_ratio": 0.5, "mem_ratio": 0.2},
-        {"backbone": "mamba2", "vs": "transformer", "length": 400, "mode": "infer", "time_ratio": 0.25, "mem_ratio": 0.1},
+        {"backbone": "mamba2", "vs": "transformer", "length": 100, "mode": "infer", "time_ratio": 0.5, "mem_ratio": 0.2,
+         "live_ratio": 0.2},
+        {"backbone": "mamba2", "vs": "transformer", "length": 400, "mode": "infer", "time_ratio": 0.25, "mem_ratio": 0.1,
+         "live_ratio": 0.1},
     ]
     assert [s["time_ratio"] for s in scaling(results, cfg)] == [8.0, 4.0]
     table = markdown_table({"settings": cfg.__dict__, "results": results})
-    assert "| infer | 400 | mamba2 | 2.00 | 80 | 0.25 | 0.10 |" in table
+    assert "| infer | 400 | mamba2 | 2.00 | 80 | 40 | 0.25 | 0.10 | 0.10 |" in table
 
 
 @pytest.mark.slow
@@ -51,3 +53,4 @@ def test_benchmark_command_end_to_end(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out) == report
     assert len(report["results"]) == 8 and report["machine"]["cpu_count"] >= 1
+    assert all(r["live_mb"] >= 0 for r in report["results"])

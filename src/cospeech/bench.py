@@ -5,11 +5,14 @@ Every configuration runs in a fresh subprocess (`python -m cospeech.bench JOB`),
 inherit another's allocator state, and the configurations alternate between backbones.
 
 Peak memory is what the step adds to the process:
-- CPU: the resident-set high-water mark (`ru_maxrss`) after the timed steps minus the resident
-  set just before them, with freed heap memory handed back to the OS first (`malloc_trim`), so
-  the baseline holds the model, optimizer state and inputs but no cached garbage. It counts
-  everything the OS had to provide (including allocator slack), as a user would see it.
-- CUDA: `torch.cuda.max_memory_allocated()` minus `memory_allocated()` before the steps.
+- CPU, `peak_mb`: the resident-set high-water mark (`ru_maxrss`) after the timed steps minus the
+  resident set just before them, with freed heap memory handed back to the OS first
+  (`malloc_trim`), so the baseline holds the model, optimizer state and inputs but no cached
+  garbage. It counts everything the OS had to provide, allocator slack included, as a user sees it.
+- CPU, `live_mb`: the same, measured in a second process (one step) where glibc is told to map
+  every block of 64 KiB or more on its own and return it when freed (MALLOC_MMAP_THRESHOLD_), so
+  the resident set follows the live tensors; its timings are not used.
+- CUDA: `torch.cuda.max_memory_allocated()` minus `memory_allocated()` before the steps (both).
 
 A training step is forward, MSE loss, backward and an AdamW step; inference is one denoiser
 forward under `torch.no_grad()` (one denoising step of whole-sequence sampling). A warm-up step
@@ -175,7 +178,7 @@ def run_job(job: dict) -> dict:
         base = _rss_now()
     times, cpu = [], []
     load = os.getloadavg()[0]
-    for _ in range(cfg.reps):
+    for _ in range(job.get("reps", cfg.reps)):
         t0, c0 = time.perf_counter(), time.process_time()
         step(length)
         sync()
@@ -186,12 +189,24 @@ def run_job(job: dict) -> dict:
         "backbone": job["spec"], "length": length, "mode": mode, "time_s": statistics.median(times),
         "times_s": [round(v, 4) for v in times], "cpu_s": [round(v, 4) for v in cpu], "load_1min": round(load, 2),
         "peak_mb": round((peak - base) / 2**20, 1),
-        "baseline_mb": round(base / 2**20, 1), "reps": cfg.reps,
+        "baseline_mb": round(base / 2**20, 1), "reps": len(times),
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
     }
 
 
 # -- the whole benchmark -------------------------------------------------------------------
+LIVE_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def _spawn(job: dict, env: dict | None = None) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "cospeech.bench", json.dumps(job)], capture_output=True, text=True,
+                          env=None if env is None else os.environ | env)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise CospeechError(f"benchmark of {job['spec']} at {job['length']} frames ({job['mode']}) failed: {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _cpu_busy(interval: float = 1.0) -> float:
     """Fraction of all CPUs busy over `interval` seconds (Linux /proc/stat)."""
     def sample():
@@ -232,13 +247,10 @@ def run_benchmark(cfg: BenchConfig, log=print, wait_idle: float = 0.0) -> dict:
             for spec in cfg.backbones:
                 waited = wait_until_idle(wait_idle, log) if wait_idle > 0 else 0.0
                 job = {"config": asdict(cfg), "spec": spec, "length": length, "mode": mode}
-                proc = subprocess.run([sys.executable, "-m", "cospeech.bench", json.dumps(job)],
-                                      capture_output=True, text=True)
-                if proc.returncode != 0:
-                    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-                    raise CospeechError(f"benchmark of {spec} at {length} frames ({mode}) failed: {tail}")
-                res = json.loads(proc.stdout.strip().splitlines()[-1]) | {"waited_s": round(waited, 1)}
-                log(f"{spec:>30} {mode:>5} T={length:<5} {res['time_s']:8.3f} s  {res['peak_mb']:9.1f} MB")
+                res = _spawn(job) | {"waited_s": round(waited, 1)}
+                res["live_mb"] = res["peak_mb"] if cfg.device != "cpu" else _spawn(job | {"reps": 1}, LIVE_ENV)["peak_mb"]
+                log(f"{spec:>30} {mode:>5} T={length:<5} {res['time_s']:8.3f} s  {res['peak_mb']:9.1f} MB peak"
+                    f"  {res['live_mb']:9.1f} MB live")
                 results.append(res)
     return {"settings": asdict(cfg), "machine": machine(cfg.device), "results": results,
             "ratios": ratios(results, cfg), "scaling": scaling(results, cfg)}
@@ -249,7 +261,7 @@ def _find(results, spec, length, mode):
 
 
 def ratios(results: list[dict], cfg: BenchConfig) -> list[dict]:
-    """time and peak memory of each backbone / the first backbone, per length and mode."""
+    """time, peak and live memory of each backbone / the first backbone, per length and mode."""
     base, out = cfg.backbones[0], []
     for spec in cfg.backbones[1:]:
         for length in cfg.lengths:
@@ -257,7 +269,8 @@ def ratios(results: list[dict], cfg: BenchConfig) -> list[dict]:
                 r, b = _find(results, spec, length, mode), _find(results, base, length, mode)
                 out.append({"backbone": spec, "vs": base, "length": length, "mode": mode,
                             "time_ratio": round(r["time_s"] / b["time_s"], 3),
-                            "mem_ratio": round(r["peak_mb"] / b["peak_mb"], 3) if b["peak_mb"] > 0 else None})
+                            "mem_ratio": round(r["peak_mb"] / b["peak_mb"], 3) if b["peak_mb"] > 0 else None,
+                            "live_ratio": round(r["live_mb"] / b["live_mb"], 3) if b["live_mb"] > 0 else None})
     return out
 
 
@@ -273,19 +286,19 @@ def scaling(results: list[dict], cfg: BenchConfig) -> list[dict]:
 
 
 def markdown_table(report: dict) -> str:
-    """One row per (mode, length, backbone): time, peak memory and the ratios to the baseline."""
+    """One row per (mode, length, backbone): time, peak and live memory, and their ratios to the baseline."""
     base = report["settings"]["backbones"][0]
-    rows = ["| mode | frames | backbone | time (s) | peak (MB) | time / " + base + " | memory / " + base + " |",
-            "|---|---:|---|---:|---:|---:|---:|"]
+    rows = ["| mode | frames | backbone | time (s) | peak (MB) | live (MB) | time ratio | peak ratio | live ratio |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     res = report["results"]
     for mode in report["settings"]["modes"]:
         for length in report["settings"]["lengths"]:
             b = _find(res, base, length, mode)
             for spec in report["settings"]["backbones"]:
                 r = _find(res, spec, length, mode)
-                tr = f"{r['time_s'] / b['time_s']:.2f}" if spec != base else ""
-                mr = f"{r['peak_mb'] / b['peak_mb']:.2f}" if spec != base and b["peak_mb"] > 0 else ""
-                rows.append(f"| {mode} | {length} | {spec} | {r['time_s']:.2f} | {r['peak_mb']:.0f} | {tr} | {mr} |")
+                ratio = [f"{r[k] / b[k]:.2f}" if spec != base and b[k] > 0 else "" for k in ("time_s", "peak_mb", "live_mb")]
+                rows.append(f"| {mode} | {length} | {spec} | {r['time_s']:.2f} | {r['peak_mb']:.0f} | {r['live_mb']:.0f} | "
+                            + " | ".join(ratio) + " |")
     return "\n".join(rows)
 
 
