@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from .. import __version__
+from ..atomic import write_text
 from ..errors import CospeechError
 
 EXAMPLE_SPEECH = "arctic_a0007.wav"
@@ -152,6 +153,30 @@ def _info(args) -> int:
     return 0
 
 
+def _benchmark(args) -> int:
+    import json
+
+    from ..bench import BenchConfig, markdown_table, run_benchmark
+
+    def items(text: str) -> tuple[str, ...]:
+        return tuple(v.strip() for v in text.split(",") if v.strip())
+
+    try:
+        lengths = tuple(int(v) for v in items(args.lengths))
+    except ValueError:
+        raise CospeechError(f"--lengths takes comma-separated frame counts; got {args.lengths!r}") from None
+    cfg = BenchConfig(backbones=items(args.backbones), lengths=lengths, modes=items(args.mode), width=args.width,
+                      depth=args.depth, heads=args.heads, batch=args.batch, reps=args.reps, device=args.device,
+                      threads=args.threads)
+    report = run_benchmark(cfg, log=lambda line: print(line, file=sys.stderr, flush=True), wait_idle=args.wait_idle)
+    text = json.dumps(report, indent=2)
+    print(text)
+    print(markdown_table(report), file=sys.stderr)
+    if args.json:
+        write_text(args.json, text + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..data import ADAPTERS
     from ..diffusion import SAMPLERS
@@ -214,6 +239,23 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--window", type=int, default=32, help="frames per evaluated window (multiple of 4)")
     te.add_argument("--seed", type=int, default=0)
     te.set_defaults(func=_train_evaluator)
+
+    b = sub.add_parser("benchmark", help="time and peak memory of training and inference vs sequence length")
+    b.add_argument("--backbones", default="transformer,mamba2",
+                   help="comma-separated; name or name:key=value:... mixer options (first = baseline of the ratios)")
+    b.add_argument("--lengths", default="240,960,3840", help="frames per sequence (default 240,960,3840)")
+    b.add_argument("--mode", default="train,infer", help="train, infer or both (default)")
+    b.add_argument("--width", type=int, default=256)
+    b.add_argument("--depth", type=int, default=8)
+    b.add_argument("--heads", type=int, default=4, help="attention heads (transformer)")
+    b.add_argument("--batch", type=int, default=8)
+    b.add_argument("--reps", type=int, default=3, help="timed repetitions per configuration (median reported)")
+    b.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    b.add_argument("--threads", type=int, default=2, help="CPU threads")
+    b.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                   help="on a shared machine: before each configuration wait up to this long for idle CPUs")
+    b.add_argument("--json", default=None, help="also write the report here")
+    b.set_defaults(func=_benchmark)
 
     i = sub.add_parser("info", help="describe a model")
     i.add_argument("-m", "--model", default=None, help="default: the bundled model")

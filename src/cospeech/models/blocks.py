@@ -3,11 +3,14 @@
 A small MLP on the conditioning vector emits shift, scale and gate for the mixer and MLP
 branches; it is zero-initialised, so every block starts as the identity. Only the mixer differs
 between backbones (attention, Mamba-2, ...): it maps (B, T, W) -> (B, T, W) given a (B, T) mask.
+Everything else in a block is per frame, so with a mixer that can run piece by piece
+(`ChunkedMixer`) inference runs whole layers a piece of frames at a time.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -51,6 +54,16 @@ class Mlp(nn.Module):
         return self.net(x)
 
 
+class ChunkedMixer(nn.Module):
+    """A mixer that can also run inference piece by piece along time (e.g. a state-space scan)."""
+
+    def chunks(self, inputs: Callable[[int, int], torch.Tensor], length: int,
+               mask: torch.Tensor | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """`inputs(s, e)` gives the mixer input of frames s:e, (B, e-s, W); yields (s, e, output
+        (B, e-s, W)) for consecutive pieces covering 0:length, equal to forward()[:, s:e]."""
+        raise NotImplementedError
+
+
 class AdaLNBlock(nn.Module):
     """x + gate · mixer(modulate(norm(x))), then the same with an MLP. x: (B, T, W), c: (B, W)."""
 
@@ -66,8 +79,24 @@ class AdaLNBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)  # (B, W) each
+        if isinstance(self.mixer, ChunkedMixer) and not torch.is_grad_enabled():
+            return self._forward_by_pieces(x, (shift1, scale1, gate1, shift2, scale2, gate2), mask)
         x = x + gate1[:, None] * self.mixer(modulate(self.norm1(x), shift1, scale1), mask)  # (B, T, W)
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))  # (B, T, W)
+
+    def _forward_by_pieces(self, x: torch.Tensor, mods: tuple[torch.Tensor, ...], mask: torch.Tensor | None) -> torch.Tensor:
+        """Inference, same result: the layer runs a piece of frames at a time, so besides the
+        (B, T, W) input and output only one piece's intermediates are alive."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = mods
+        out = torch.empty_like(x)  # (B, T, W)
+
+        def mixer_input(s: int, e: int) -> torch.Tensor:
+            return modulate(self.norm1(x[:, s:e]), shift1, scale1)  # (B, e-s, W)
+
+        for s, e, y in self.mixer.chunks(mixer_input, x.shape[1], mask):
+            h = torch.addcmul(x[:, s:e], gate1[:, None], y)  # (B, e-s, W)
+            torch.addcmul(h, gate2[:, None], self.mlp(modulate(self.norm2(h), shift2, scale2)), out=out[:, s:e])
+        return out
 
 
 class FinalLayer(nn.Module):

@@ -3,6 +3,10 @@
 forward(x_t, t, cond, mask) -> (B, T, D) for every backbone. Each motion frame's token is
 built from its noisy motion and its own audio frame (plus a short convolution for local speech
 context); the diffusion step and the speaker form the block-wise AdaLN conditioning.
+
+Tokens and the output head are local in time, so at inference (no gradients) they are computed
+`PIECE` frames at a time: besides the inputs and the output, only the (B, T, W) residual stream
+and what the blocks themselves need stay alive.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import torch.nn as nn
 from ..errors import CospeechError
 from .blocks import AdaLNBlock, FinalLayer, TimestepEmbedder
 from .condition import Condition
+
+PIECE = 256  # frames per piece of the inference-time tokens and output head
 
 
 @dataclass(frozen=True)
@@ -68,12 +74,32 @@ class Denoiser(nn.Module):
         b, n, d = x.shape
         assert d == self.cfg.motion_dim and cond.audio.shape[:2] == (b, n), "x (B, T, D) and audio (B, T, C) must agree"
         keep = cond.kept()
-        a = nn.functional.gelu(self.audio_in(cond.audio))  # (B, T, W)
-        a = nn.functional.gelu(self.audio_conv(a.transpose(1, 2)).transpose(1, 2))  # (B, T, W)
-        a = torch.where(keep[:, None, None], a, self.null_audio.to(a.dtype))  # (B, T, W)
-        h = self.motion_in(torch.cat([x, a], dim=-1))  # (B, T, W)
         spk = torch.where(keep & (cond.speaker >= 0), cond.speaker, self.cfg.n_speakers)  # (B,)
         c = self.t_embed(t) + self.speaker(spk)  # (B, W)
+        if torch.is_grad_enabled():
+            h = self._tokens(x, cond.audio, keep, 0, n)  # (B, T, W)
+            for block in self.blocks:
+                h = block(h, c, mask)  # (B, T, W)
+            return self.final(h, c)  # (B, T, D)
+        pieces = [(s, min(s + PIECE, n)) for s in range(0, n, PIECE)]
+        h = x.new_empty(b, n, self.cfg.width)
+        for s, e in pieces:
+            h[:, s:e] = self._tokens(x, cond.audio, keep, s, e)
         for block in self.blocks:
-            h = block(h, c, mask)  # (B, T, W)
-        return self.final(h, c)  # (B, T, D)
+            h = block(h, c, mask)
+        out = x.new_empty(b, n, d)
+        for s, e in pieces:
+            out[:, s:e] = self.final(h[:, s:e], c)
+        return out
+
+    def _tokens(self, x: torch.Tensor, audio: torch.Tensor, keep: torch.Tensor, s: int, e: int) -> torch.Tensor:
+        """Input tokens of frames s:e, (B, e-s, W), from x (B, T, D) and audio (B, T, C); the audio
+        convolution reads its half-width of frames beyond the piece (zeros past the sequence)."""
+        half, n = self.cfg.audio_kernel // 2, x.shape[1]
+        lo, hi = max(s - half, 0), min(e + half, n)
+        a = nn.functional.gelu(self.audio_in(audio[:, lo:hi]))  # (B, hi-lo, W)
+        a = nn.functional.pad(a.transpose(1, 2), (half - (s - lo), half - (hi - e)))  # (B, W, e-s + 2 half)
+        a = nn.functional.conv1d(a, self.audio_conv.weight, self.audio_conv.bias)  # (B, W, e-s)
+        a = nn.functional.gelu(a.transpose(1, 2))  # (B, e-s, W)
+        a = torch.where(keep[:, None, None], a, self.null_audio.to(a.dtype))
+        return self.motion_in(torch.cat([x[:, s:e], a], dim=-1))  # (B, e-s, W)
