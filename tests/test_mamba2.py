@@ -1,6 +1,8 @@
 """The Mamba-2 backbone against a naive sequential recurrence: piecewise chunked scan, its
 recomputing backward, the streaming step, the mixer's padding, piecewise inference, and the pipeline."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -229,8 +231,14 @@ def tiny_mamba(bidirectional):
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_denoiser_runs_layers_piecewise_at_inference(bidirectional):
+def test_denoiser_runs_layers_piecewise_at_inference(bidirectional, monkeypatch):
+    """Bidirectional: layer by layer, each a piece at a time; one-directional: depth-first, a
+    piece through every layer with each layer's state (padding starts inside the third piece)."""
+    import cospeech.models.denoiser as shell
+
+    monkeypatch.setattr(shell, "PIECE", 12)
     model = tiny_mamba(bidirectional)
+    assert all(block.mixer.streams != bidirectional for block in model.blocks)
     x, t, c = torch.randn(2, 40, 12), torch.tensor([10, 700]), cond(2, 40)
     mask = torch.ones(2, 40, dtype=torch.bool)
     mask[0, 33:] = False
@@ -275,11 +283,14 @@ def test_missing_kernel_is_named():
         mixer(kernel="mamba_ssm")(torch.randn(1, 8, 32))
 
 
-def test_train_and_generate_with_mamba2(tmp_path, data_dir, capsys):
-    """`--backbone mamba2` through the CLI on real clips (tiny sizes)."""
+def test_train_generate_and_evaluate_with_mamba2(tmp_path, data_dir, capsys):
+    """`--backbone mamba2` through the CLI on real clips (tiny sizes): train, describe, generate, evaluate."""
     cache, run, out = tmp_path / "cache", tmp_path / "run", tmp_path / "out"
     clips = sorted((data_dir / "show").glob("*/*.pkl"))
-    assert main(["prepare", "show", str(data_dir / "show"), "-o", str(cache), "--window", "60"]) == 0
+    split = tmp_path / "split.csv"
+    split.write_text("id,type\noliver/216111-00_09_32-00_09_42,test\n")
+    assert main(["prepare", "show", str(data_dir / "show"), "-o", str(cache), "--window", "60",
+                 "--split-file", str(split)]) == 0
     assert main(["train", "--data", str(cache), "-o", str(run), "--preset", "tiny", "--backbone", "mamba2",
                  "--steps", "8"]) == 0
     assert "trained to step 8" in capsys.readouterr().out
@@ -289,6 +300,12 @@ def test_train_and_generate_with_mamba2(tmp_path, data_dir, capsys):
     assert main(["generate", str(clip), "-m", str(run), "-o", str(out), "--formats", "npz", "--steps", "3"]) == 0
     with np.load(out / f"{clip.stem}.npz") as d:
         assert d["poses"].shape[1] == 165 and np.isfinite(d["poses"]).all()
+    report = tmp_path / "report.json"
+    assert main(["evaluate", str(run), "--data", str(cache), "--samples", "1", "--steps", "2",
+                 "--json", str(report)]) == 0
+    res = json.loads(report.read_text())
+    assert res["protocol"]["model"]["path"] == str(run) and len(res["protocol"]["model"]["sha256"]) == 64
+    assert np.isfinite(res["results"]["model"]["FGD"]["mean"])
 
 
 def test_gated_norm_matches_formula_and_gradcheck():

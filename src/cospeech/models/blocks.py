@@ -55,7 +55,11 @@ class Mlp(nn.Module):
 
 
 class ChunkedMixer(nn.Module):
-    """A mixer that can also run inference piece by piece along time (e.g. a state-space scan)."""
+    """A mixer that can also run inference piece by piece along time (e.g. a state-space scan).
+    One that `streams` (a causal one) also has `step(u, state, mask) -> (y, state)`: u (B, L, W),
+    the frames that follow those already seen, state None at the start."""
+
+    streams: bool = False
 
     def chunks(self, inputs: Callable[[int, int], torch.Tensor], length: int,
                mask: torch.Tensor | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
@@ -83,6 +87,14 @@ class AdaLNBlock(nn.Module):
             return self._forward_by_pieces(x, (shift1, scale1, gate1, shift2, scale2, gate2), mask)
         x = x + gate1[:, None] * self.mixer(modulate(self.norm1(x), shift1, scale1), mask)  # (B, T, W)
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))  # (B, T, W)
+
+    def step(self, x: torch.Tensor, c: torch.Tensor, state, mask: torch.Tensor | None = None):
+        """Inference on the next frames of a sequence, for a mixer that `streams`: x (B, L, W),
+        c (B, W), the mixer's state (None at the start), mask (B, L) -> (B, L, W) and the new state."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)  # (B, W) each
+        y, state = self.mixer.step(modulate(self.norm1(x), shift1, scale1), state, mask)  # (B, L, W)
+        h = torch.addcmul(x, gate1[:, None], y)
+        return torch.addcmul(h, gate2[:, None], self.mlp(modulate(self.norm2(h), shift2, scale2))), state
 
     def _forward_by_pieces(self, x: torch.Tensor, mods: tuple[torch.Tensor, ...], mask: torch.Tensor | None) -> torch.Tensor:
         """Inference, same result: the layer runs a piece of frames at a time, so besides the

@@ -6,7 +6,9 @@ context); the diffusion step and the speaker form the block-wise AdaLN condition
 
 Tokens and the output head are local in time, so at inference (no gradients) they are computed
 `PIECE` frames at a time: besides the inputs and the output, only the (B, T, W) residual stream
-and what the blocks themselves need stay alive.
+and what the blocks themselves need stay alive. When every mixer streams (a causal state-space
+scan), the whole stack runs depth-first, a piece through every layer before the next piece, each
+layer keeping its state: then no (B, T, W) tensor is alive at all, only the (B, T, D) output.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ..errors import CospeechError
 from .blocks import AdaLNBlock, FinalLayer, TimestepEmbedder
 from .condition import Condition
 
-PIECE = 256  # frames per piece of the inference-time tokens and output head
+PIECE = 128  # frames per piece of inference (tokens, output head, depth-first streaming layers)
 
 
 @dataclass(frozen=True)
@@ -82,12 +84,21 @@ class Denoiser(nn.Module):
                 h = block(h, c, mask)  # (B, T, W)
             return self.final(h, c)  # (B, T, D)
         pieces = [(s, min(s + PIECE, n)) for s in range(0, n, PIECE)]
+        out = x.new_empty(b, n, d)
+        if all(getattr(block.mixer, "streams", False) for block in self.blocks):
+            states = [None] * len(self.blocks)
+            for s, e in pieces:
+                h = self._tokens(x, cond.audio, keep, s, e)  # (B, e-s, W)
+                piece_mask = None if mask is None else mask[:, s:e]
+                for i, block in enumerate(self.blocks):
+                    h, states[i] = block.step(h, c, states[i], piece_mask)
+                out[:, s:e] = self.final(h, c)
+            return out
         h = x.new_empty(b, n, self.cfg.width)
         for s, e in pieces:
             h[:, s:e] = self._tokens(x, cond.audio, keep, s, e)
         for block in self.blocks:
             h = block(h, c, mask)
-        out = x.new_empty(b, n, d)
         for s, e in pieces:
             out[:, s:e] = self.final(h[:, s:e], c)
         return out

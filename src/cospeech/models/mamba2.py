@@ -144,7 +144,7 @@ class ScanDirection(nn.Module):
         if keep is not None:
             dt = dt * keep
         y, ssm = scan(x, dt, -torch.exp(self.A_log), b, c, o.chunk, state.ssm)
-        return torch.addcmul(y, x, self.D[:, None]), ext[:, t:], ssm
+        return torch.addcmul(y, x, self.D[:, None]), ext[:, t:].clone(), ssm
 
     def use_mamba_ssm(self, x: torch.Tensor) -> bool:
         kernel = self.opts.kernel
@@ -164,6 +164,7 @@ class Mamba2Mixer(ChunkedMixer):
         if opts.kernel == "mamba_ssm" and importlib.util.find_spec("mamba_ssm") is None:
             raise CospeechError("mamba2 kernel 'mamba_ssm' needs the mamba-ssm package (CUDA only: pip install mamba-ssm)")
         self.opts, self.inner = opts, inner
+        self.streams = not opts.bidirectional
         self.heads = inner // opts.head_dim
         self.in_proj = nn.Linear(width, 2 * inner + 2 * opts.d_state + self.heads, bias=False)  # z, xBC, dt
         self.forward_scan = ScanDirection(inner, opts)

@@ -174,7 +174,7 @@ def conv_scan(
         return _ConvScan.apply(*tensors, keep, sizes)
     y, tail, final, _ = _loop(xbc, dt_raw, keep, conv_state, ssm_state, (conv_w, conv_b, dt_bias, D),
                               -torch.exp(A_log), sizes, keep_states=False)
-    return y, tail, final
+    return y, tail.clone(), final  # a copy: a view would keep the whole xbc alive with the state
 
 
 # -- gated norm ------------------------------------------------------------------------------
