@@ -13,14 +13,15 @@ def test_backbone_specs():
     assert parse_spec("transformer") == ("transformer", {})
     assert parse_spec("mamba2:bidirectional=true:chunk=32:kernel=torch") == (
         "mamba2", {"bidirectional": True, "chunk": 32, "kernel": "torch"})
-    for bad in ("lstm", "mamba2:chunk"):
+    assert parse_spec("none") == ("none", {})
+    for bad in ("lstm", "mamba2:chunk", "none:width=3"):
         with pytest.raises(CospeechError):
             parse_spec(bad)
     with pytest.raises(CospeechError, match="modes"):
         BenchConfig(modes=("fit",))
 
 
-@pytest.mark.parametrize("spec,mode", [("transformer", "train"), ("mamba2:bidirectional=true", "infer")])
+@pytest.mark.parametrize("spec,mode", [("transformer", "train"), ("mamba2:bidirectional=true", "infer"), ("none", "train")])
 def test_one_configuration_in_process(spec, mode):
     cfg = BenchConfig(width=32, depth=1, heads=2, batch=2, motion_dim=6, audio_dim=4, reps=2)
     job = json.loads(json.dumps({"config": cfg.__dict__, "spec": spec, "length": 20, "mode": mode}))

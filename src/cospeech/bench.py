@@ -71,13 +71,18 @@ class BenchConfig:
             parse_spec(spec)
 
 
+NO_MIXER = "none"  # the same denoiser with the mixer left out: the floor every backbone pays (MLPs, AdaLN, heads)
+
+
 def parse_spec(spec: str) -> tuple[str, dict]:
     """'mamba2:bidirectional=true:chunk=128' -> ('mamba2', {'bidirectional': True, 'chunk': 128})."""
     from .models import BACKBONES
 
     name, *pairs = spec.split(":")
-    if name not in BACKBONES:
-        raise CospeechError(f"unknown backbone {name!r} in {spec!r}; choose from {', '.join(BACKBONES)}")
+    if name not in BACKBONES and name != NO_MIXER:
+        raise CospeechError(f"unknown backbone {name!r} in {spec!r}; choose from {', '.join([*BACKBONES, NO_MIXER])}")
+    if name == NO_MIXER and pairs:
+        raise CospeechError(f"{NO_MIXER!r} takes no options; got {spec!r}")
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -128,18 +133,26 @@ def _release_free_heap() -> None:
         pass
 
 
+class NoMixer(torch.nn.Module):
+    """(B, T, W) -> (B, T, W) unchanged: the `none` spec's stand-in for a mixer."""
+
+    def forward(self, u: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return u
+
+
 def run_job(job: dict) -> dict:
     """Measure one (backbone spec, length, mode) in this process; returns times and peak memory."""
-    from .models import Condition, DenoiserConfig, build_denoiser
+    from .models import Condition, Denoiser, DenoiserConfig, build_denoiser
 
     cfg = BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in job["config"].items()})
     name, options = parse_spec(job["spec"])
     length, mode, device = job["length"], job["mode"], torch.device(cfg.device)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(0)
-    den = DenoiserConfig(motion_dim=cfg.motion_dim, audio_dim=cfg.audio_dim, n_speakers=4, backbone=name,
-                         width=cfg.width, depth=cfg.depth, heads=cfg.heads, dropout=0.0, mixer=options)
-    model = build_denoiser(den).to(device)
+    den = DenoiserConfig(motion_dim=cfg.motion_dim, audio_dim=cfg.audio_dim, n_speakers=4,
+                         backbone="transformer" if name == NO_MIXER else name, width=cfg.width, depth=cfg.depth,
+                         heads=cfg.heads, dropout=0.0, mixer=options)
+    model = (Denoiser(den, lambda _: NoMixer()) if name == NO_MIXER else build_denoiser(den)).to(device)
     for p in model.parameters():  # leave the identity start, so every layer does its real work
         p.data.add_(0.01 * torch.randn_like(p))
     x = torch.randn(cfg.batch, length, cfg.motion_dim, device=device)

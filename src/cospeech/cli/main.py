@@ -242,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("benchmark", help="time and peak memory of training and inference vs sequence length")
     b.add_argument("--backbones", default="transformer,mamba2",
-                   help="comma-separated; name or name:key=value:... mixer options (first = baseline of the ratios)")
+                   help="comma-separated; name or name:key=value:... mixer options (first = baseline of the ratios); "
+                        "'none' = the same model without a mixer (the floor both pay)")
     b.add_argument("--lengths", default="240,960,3840", help="frames per sequence (default 240,960,3840)")
     b.add_argument("--mode", default="train,infer", help="train, infer or both (default)")
     b.add_argument("--width", type=int, default=256)
