@@ -31,7 +31,8 @@ INDEX = "index.json"
 MAX_AUDIO_SHORTFALL_S = 1.0  # audio may end this much before the motion; the motion is then cut
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read a MiB at a time."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -91,7 +92,7 @@ def prepare(
         rec = sources.get(str(path.resolve()))
         if rec and rec["size"] == st.st_size and rec["mtime_ns"] == st.st_mtime_ns:
             return rec["sha256"]
-        digest = _sha256(path)
+        digest = sha256_file(path)
         sources[str(path.resolve())] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
         return digest
 

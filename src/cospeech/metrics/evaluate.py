@@ -28,11 +28,11 @@ from scipy import stats
 
 from .. import __version__
 from ..data import FeatureCache
-from ..data.cache import CachedTake, data_hash
+from ..data.cache import CachedTake, data_hash, sha256_file
 from ..errors import CospeechError
 from ..generator import MotionGenerator, WEIGHTS
 from ..motion import joint_positions, smplx_skeleton
-from .evaluator import MotionEvaluator, sha256_file
+from .evaluator import MotionEvaluator
 from .face import lip_error, mse, upper_face_dynamics_deviation, velocity_difference
 from .frechet import frechet_distance_of
 from .kinematics import UPPER_BODY, beat_align, feature_diversity, jerk, joint_speed, l1_diversity

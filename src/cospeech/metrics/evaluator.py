@@ -14,7 +14,6 @@ Legend: B windows, W frames per window, D channels, L latent channels.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch.nn as nn
 
 from ..atomic import atomic_path, write_text
 from ..data import FeatureCache
+from ..data.cache import sha256_file
 from ..errors import CospeechError
 from ..motion import MotionSpec, Normalizer
 
@@ -153,14 +153,6 @@ def bundled_evaluator_path() -> Path:
     from importlib import resources
 
     return Path(str(resources.files("cospeech") / "assets" / "evaluator"))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def common_parts(cache: FeatureCache, wanted: tuple[str, ...]) -> tuple[str, ...]:
