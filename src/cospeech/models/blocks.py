@@ -85,16 +85,20 @@ class AdaLNBlock(nn.Module):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)  # (B, W) each
         if isinstance(self.mixer, ChunkedMixer) and not torch.is_grad_enabled():
             return self._forward_by_pieces(x, (shift1, scale1, gate1, shift2, scale2, gate2), mask)
-        x = x + gate1[:, None] * self.mixer(modulate(self.norm1(x), shift1, scale1), mask)  # (B, T, W)
-        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))  # (B, T, W)
+        y = self.mixer(modulate(self.norm1(x), shift1, scale1), mask)  # (B, T, W)
+        return self._after_mixer(x, y, gate1, shift2, scale2, gate2)
+
+    def _after_mixer(self, x, y, gate1, shift2, scale2, gate2) -> torch.Tensor:
+        """The gated mixer residual, then the MLP branch: x, y (B, L, W) -> (B, L, W)."""
+        x = x + gate1[:, None] * y
+        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
     def step(self, x: torch.Tensor, c: torch.Tensor, state, mask: torch.Tensor | None = None):
         """Inference on the next frames of a sequence, for a mixer that `streams`: x (B, L, W),
         c (B, W), the mixer's state (None at the start), mask (B, L) -> (B, L, W) and the new state."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)  # (B, W) each
         y, state = self.mixer.step(modulate(self.norm1(x), shift1, scale1), state, mask)  # (B, L, W)
-        h = torch.addcmul(x, gate1[:, None], y)
-        return torch.addcmul(h, gate2[:, None], self.mlp(modulate(self.norm2(h), shift2, scale2))), state
+        return self._after_mixer(x, y, gate1, shift2, scale2, gate2), state
 
     def _forward_by_pieces(self, x: torch.Tensor, mods: tuple[torch.Tensor, ...], mask: torch.Tensor | None) -> torch.Tensor:
         """Inference, same result: the layer runs a piece of frames at a time, so besides the
@@ -106,8 +110,7 @@ class AdaLNBlock(nn.Module):
             return modulate(self.norm1(x[:, s:e]), shift1, scale1)  # (B, e-s, W)
 
         for s, e, y in self.mixer.chunks(mixer_input, x.shape[1], mask):
-            h = torch.addcmul(x[:, s:e], gate1[:, None], y)  # (B, e-s, W)
-            torch.addcmul(h, gate2[:, None], self.mlp(modulate(self.norm2(h), shift2, scale2)), out=out[:, s:e])
+            out[:, s:e] = self._after_mixer(x[:, s:e], y, gate1, shift2, scale2, gate2)
         return out
 
 
