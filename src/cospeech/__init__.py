@@ -5,9 +5,8 @@
     motion = model.generate(wave, sample_rate, seed=0)   # SmplxMotion, T = round(duration × fps)
 """
 
-__version__ = "0.1.0"
-
-from .errors import CospeechError  # noqa: E402
+from ._version import __version__
+from .errors import CospeechError
 
 
 def load_model(path=None):

@@ -7,18 +7,18 @@ rebuilds it with no flags. Python users and the CLI call the same `generate`.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import __version__
-from .atomic import atomic_path, write_text
+from ._version import __version__
+from .artifacts import load_tensors, read_json, save_tensors, write_json
 from .audio import AudioFeatureConfig, check_speech, resample, speech_features
-from .diffusion import DiffusionConfig, WindowFuser, sample
+from .diffusion import SAMPLERS, DiffusionConfig, WindowFuser, noise_to, sample
 from .errors import CospeechError
 from .models import Condition, DenoiserConfig, build_denoiser
 from .motion import MotionSpec, Normalizer, SmplxMotion
@@ -26,6 +26,72 @@ from .motion import MotionSpec, Normalizer, SmplxMotion
 FORMAT = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "model.json"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SEGMENT_WINDOWS = 64  # windows sampled together; longer inputs go segment by segment (bounded memory)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when available, else the CPU) -> a torch.device."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CospeechError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CospeechError(f"device {device!r} asked for, but this machine has no CUDA device (use cpu or auto)")
+    if dev.type not in ("cpu", "cuda"):
+        raise CospeechError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or auto")
+    return dev
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """How to turn speech into motion, as one object (the CLI, the library and benchmarks pass it).
+
+    steps, sampler, guidance: None = the model's own (`cospeech info`). seed: 0 … 2**64 - 1; the
+    same seed gives the same motion on the same device. speaker: a style the model was trained
+    on (None = its default). style: a style vector (S,) for models conditioned on one. device:
+    cpu, cuda, cuda:N or auto; dtype: float32, float16 or bfloat16 (of the network's weights
+    and activations; the output is float32).
+    """
+
+    steps: int | None = None
+    sampler: str | None = None
+    guidance: float | None = None
+    seed: int = 0
+    speaker: str | None = None
+    style: tuple[float, ...] | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
+            raise CospeechError(f"steps must be a whole number ≥ 1, got {self.steps!r}")
+        if self.sampler is not None and self.sampler not in SAMPLERS:
+            raise CospeechError(f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
+        if self.guidance is not None and not (isinstance(self.guidance, (int, float)) and math.isfinite(self.guidance)):
+            raise CospeechError(f"guidance must be a finite number, got {self.guidance!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**64:
+            raise CospeechError(f"seed must be a whole number from 0 to 2**64 - 1, got {self.seed!r}")
+        if self.style is not None:
+            object.__setattr__(self, "style", tuple(float(v) for v in self.style))
+            if not all(math.isfinite(v) for v in self.style):
+                raise CospeechError("style vector must be finite")
+        if self.dtype not in DTYPES:
+            raise CospeechError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
+        resolve_device(self.device)
+
+    @classmethod
+    def of(cls, options: "SampleOptions | None" = None, **overrides) -> "SampleOptions":
+        """`options` with the keyword arguments that are not None replacing its fields."""
+        base = options or cls()
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown sample options: {sorted(unknown)}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls(**{**{f: getattr(base, f) for f in known}, **given}) if given else base
 
 
 @dataclass(frozen=True)
@@ -53,6 +119,10 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GeneratorConfig":
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise CospeechError(f"model settings: unknown setting(s) {', '.join(map(repr, unknown))} "
+                                "(written by a newer cospeech?)")
         return cls(
             fps=float(d["fps"]), window=int(d["window"]), overlap=int(d["overlap"]),
             speakers=tuple(d["speakers"]), default_speaker=d["default_speaker"], origin=tuple(d["origin"]),
@@ -81,6 +151,15 @@ class MotionGenerator:
             raise CospeechError(f"unknown speaker {speaker!r}; this model knows: {', '.join(self.cfg.speakers)}")
         return self.cfg.speakers.index(speaker)
 
+    def check_options(self, options: SampleOptions) -> None:
+        """Fail before any work on options this model cannot honour."""
+        self.speaker_index(options.speaker)
+        if options.steps is not None and options.steps > self.cfg.diffusion.train_steps:
+            raise CospeechError(f"steps must be ≤ the model's {self.cfg.diffusion.train_steps} training steps, "
+                                f"got {options.steps}")
+        if options.style is not None:
+            raise CospeechError("this model takes no style vector (it was trained with speaker ids only)")
+
     def audio_features(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
         """Mono speech (N,) at any rate -> normalised features (T, C) on this model's grid."""
         wave = np.asarray(wave, dtype=np.float32)
@@ -91,76 +170,125 @@ class MotionGenerator:
         return self.audio_norm.normalize(speech_features(wave, self.cfg.fps, cfg=self.cfg.audio))
 
     @torch.no_grad()
-    def sample_features(
-        self, audio: np.ndarray, seed: int = 0, speaker: str | None = None, steps: int | None = None,
-        sampler: str | None = None, guidance: float | None = None,
-    ) -> np.ndarray:
-        """Normalised audio features (T, C) -> denormalised motion features (T, D)."""
-        generator = torch.Generator().manual_seed(int(seed))
-        audio_t = torch.as_tensor(audio, dtype=torch.float32)
-        fuser = WindowFuser(len(audio_t), self.cfg.window, self.cfg.overlap)
-        windows = fuser.split(audio_t)  # (N, W, C)
-        spk = torch.full((fuser.n_windows,), self.speaker_index(speaker), dtype=torch.long)
-        noise = fuser.split(torch.randn(len(audio_t), self.cfg.spec.dim, generator=generator))  # (N, W, D)
-        x = sample(
-            self.denoiser, Condition(windows, spk), tuple(noise.shape), self.cfg.diffusion, generator,
-            steps=steps, sampler=sampler, guidance=guidance, project=fuser, noise=noise,
-        )
-        return self.motion_norm.denormalize(fuser.merge(x).numpy())
+    def sample_features(self, audio: np.ndarray, options: SampleOptions | None = None, **kw) -> np.ndarray:
+        """Normalised audio features (T, C) -> denormalised motion features (T, D), float32.
 
-    def generate(
-        self, wave: np.ndarray, sample_rate: int, seed: int = 0, speaker: str | None = None,
-        steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
-    ) -> SmplxMotion:
-        """Speech (N,) float at `sample_rate` -> motion of round(duration × fps) frames."""
-        feats = self.sample_features(
-            self.audio_features(wave, sample_rate), seed=seed, speaker=speaker, steps=steps,
-            sampler=sampler, guidance=guidance,
+        Up to `SEGMENT_WINDOWS` overlapping windows are denoised together and fused every step.
+        Longer inputs are sampled segment by segment, each segment's first `overlap` frames
+        held to the end of the previous one at every step (out-painting), so memory stays
+        bounded by one segment however long the speech. keyword arguments: `SampleOptions`
+        fields (seed, speaker, steps, sampler, guidance, device, dtype) overriding `options`.
+        """
+        opts = SampleOptions.of(options, **kw)
+        self.check_options(opts)
+        device, dtype = resolve_device(opts.device), DTYPES[opts.dtype]
+        net = self.denoiser.to(device=device, dtype=dtype)
+        generator = torch.Generator().manual_seed(opts.seed)  # on the CPU: the same noise on every device
+        audio_t = torch.as_tensor(np.asarray(audio), dtype=torch.float32)
+        total, window = len(audio_t), min(self.cfg.window, len(audio_t))
+        stride = max(window - self.cfg.overlap, 1)
+        seg_len = window + (SEGMENT_WINDOWS - 1) * stride
+        spk = self.speaker_index(opts.speaker)
+        out = np.empty((total, self.cfg.spec.dim), dtype=np.float32)
+        start, known = 0, None
+        while True:
+            stop = min(start + seg_len, total)
+            seg = self._sample_segment(net, audio_t[start:stop], spk, known, opts, generator, device, dtype)
+            out[start:stop] = seg.numpy()
+            if stop == total:
+                break
+            keep = min(self.cfg.overlap, stop - start)
+            known, start = (seg[-keep:] if keep else None), stop - keep
+        return self.motion_norm.denormalize(out).astype(np.float32)
+
+    def _sample_segment(self, net, audio: torch.Tensor, speaker: int, known: torch.Tensor | None,
+                        opts: SampleOptions, generator: torch.Generator, device, dtype) -> torch.Tensor:
+        """Audio (T, C) -> normalised motion (T, D) on the CPU; `known` (K, D) fixes frames [0, K)."""
+        fuser = WindowFuser(len(audio), self.cfg.window, self.cfg.overlap)
+        windows = fuser.split(audio).to(device, dtype)  # (N, W, C)
+        spk = torch.full((fuser.n_windows,), speaker, dtype=torch.long, device=device)
+        seq_noise = torch.randn(len(audio), self.cfg.spec.dim, generator=generator)  # (T, D)
+        noise = fuser.split(seq_noise).to(device, dtype)  # (N, W, D)
+        hook = None
+        if known is not None:
+            k = len(known)
+            known_d, known_noise = known.to(device, dtype), seq_noise[:k].to(device, dtype)
+
+            def hook(x: torch.Tensor, t: int, i: int) -> torch.Tensor:
+                seq = fuser.merge(x.float().cpu())
+                seq[:k] = noise_to(known_d, known_noise, t, self.cfg.diffusion).float().cpu()
+                return fuser.split(seq).to(device, dtype)
+
+        x = sample(
+            net, Condition(windows, spk), tuple(noise.shape), self.cfg.diffusion, generator,
+            steps=opts.steps, sampler=opts.sampler, guidance=opts.guidance,
+            project=None if hook else _OnCpu(fuser), noise=noise, hook=hook,
         )
+        return fuser.merge(x.float().cpu())
+
+    def generate(self, wave: np.ndarray, sample_rate: int, options: SampleOptions | None = None, **kw) -> SmplxMotion:
+        """Speech (N,) float at `sample_rate` -> motion of round(duration × fps) frames.
+
+        options / keyword arguments: see `SampleOptions` (e.g. `generate(wave, sr, seed=0)`).
+        A result that is not finite everywhere is an error, never returned.
+        """
+        opts = SampleOptions.of(options, **kw)
+        self.check_options(opts)
+        feats = self.sample_features(self.audio_features(wave, sample_rate), opts)
+        if not np.isfinite(feats).all():
+            raise CospeechError("the model produced non-finite motion (NaN or infinity); "
+                                "nothing was written — check the options and the model's weights")
         return self.cfg.spec.decode(feats, self.cfg.fps, origin=self.cfg.origin)
 
     # -- files -----------------------------------------------------------------------------
     def save(self, folder: str | Path, half: bool = False, info: dict | None = None) -> Path:
         """Write model.safetensors + model.json into `folder` (each file atomically)."""
-        from safetensors.torch import save_file
-
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
+        state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
                  for k, v in self.denoiser.state_dict().items()}
-        with atomic_path(folder / WEIGHTS, suffix=".safetensors") as tmp:
-            save_file(state, str(tmp), metadata={"format": "cospeech", "version": __version__})
+        save_tensors(state, folder / WEIGHTS, metadata={"format": "cospeech", "version": __version__})
         meta = {
             "format": FORMAT, "config": self.cfg.to_dict(), "motion_norm": self.motion_norm.to_dict(),
             "audio_norm": self.audio_norm.to_dict(), "info": {**self.info, **(info or {}), "versions": versions()},
         }
-        write_text(folder / CONFIG, json.dumps(meta, indent=1))
+        write_json(folder / CONFIG, meta)
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> "MotionGenerator":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         folder = Path(folder)
-        try:
-            meta = json.loads((folder / CONFIG).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise CospeechError(f"{folder / CONFIG}: cannot read model config ({err})") from None
-        if meta.get("format") != FORMAT:
-            raise CospeechError(f"{folder}: model format {meta.get('format')} is not {FORMAT}")
+        meta = read_json(folder / CONFIG, "model config")
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        if isinstance(fmt, int) and fmt > FORMAT:
+            raise CospeechError(f"{folder}: model format {fmt} was written by a newer cospeech (this one reads "
+                                f"format {FORMAT}); upgrade cospeech")
+        if fmt != FORMAT:
+            raise CospeechError(f"{folder}: not a cospeech model (format {fmt!r}, expected {FORMAT})")
         try:
             cfg = GeneratorConfig.from_dict(meta["config"])
-            state = load_file(str(folder / WEIGHTS))
-        except (KeyError, TypeError, OSError, SafetensorError) as err:
-            raise CospeechError(f"{folder}: damaged model ({err})") from None
+            motion_norm, audio_norm = Normalizer.from_dict(meta["motion_norm"]), Normalizer.from_dict(meta["audio_norm"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CospeechError(f"{folder}: damaged model config ({err!r})") from None
+        state = load_tensors(folder / WEIGHTS)
         denoiser = build_denoiser(cfg.denoiser)
         try:
             denoiser.load_state_dict({k: v.float() for k, v in state.items()})
         except RuntimeError as err:
             raise CospeechError(f"{folder}: weights do not fit the config ({str(err).splitlines()[0]})") from None
-        return cls(cfg, denoiser, Normalizer.from_dict(meta["motion_norm"]),
-                   Normalizer.from_dict(meta["audio_norm"]), meta.get("info", {}))
+        return cls(cfg, denoiser, motion_norm, audio_norm, meta.get("info", {}))
+
+
+class _OnCpu:
+    """Window fusion for windows that may live on another device or dtype: fused on the CPU in
+    float32 (exact, and the same on every device), returned where they came from."""
+
+    def __init__(self, fuser: WindowFuser):
+        self.fuser = fuser
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dtype == torch.float32:
+            return self.fuser(x)
+        return self.fuser(x.float().cpu()).to(x.device, x.dtype)
 
 
 def versions() -> dict:

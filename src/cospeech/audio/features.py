@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..artifacts import config_from_dict
 from .io import SAMPLE_RATE, check_speech
 
 # librosa's numba kernels compile on first use; a writable cache makes later runs fast.
@@ -54,7 +55,7 @@ class AudioFeatureConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AudioFeatureConfig":
-        return cls(**d)
+        return config_from_dict(cls, d, "audio feature settings")
 
 
 def n_motion_frames(n_samples: int, sample_rate: int, fps: float) -> int:

@@ -11,7 +11,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from .. import __version__
+from .._version import __version__
 from ..atomic import write_text
 from ..errors import CospeechError
 

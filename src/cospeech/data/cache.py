@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts import sha256_file
 from ..atomic import atomic_path, write_text
 from ..audio import AudioFeatureConfig, load_audio, speech_features, speech_onsets
 from ..errors import CospeechError
@@ -29,15 +30,6 @@ from .base import Take, read_split_csv
 CACHE_VERSION = 3
 INDEX = "index.json"
 MAX_AUDIO_SHORTFALL_S = 1.0  # audio may end this much before the motion; the motion is then cut
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read a MiB at a time."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _settings(audio_cfg: AudioFeatureConfig, spec: MotionSpec) -> dict:

@@ -1,9 +1,12 @@
 """Diffusion: training loss, samplers over diffusers schedulers, window fusion for long inputs."""
 
-from .gaussian import PREDICTIONS, SAMPLERS, DiffusionConfig, sample, sample_scheduler, train_scheduler, training_loss
+from .gaussian import (
+    CLEAN, PREDICTIONS, SAMPLERS, Backbone, DiffusionConfig, Hook, noise_to, sample, sample_scheduler, train_scheduler,
+    training_loss,
+)
 from .windows import WindowFuser, window_starts
 
 __all__ = [
-    "PREDICTIONS", "SAMPLERS", "DiffusionConfig", "WindowFuser", "sample", "sample_scheduler",
-    "train_scheduler", "training_loss", "window_starts",
+    "CLEAN", "PREDICTIONS", "SAMPLERS", "Backbone", "DiffusionConfig", "Hook", "noise_to", "WindowFuser", "sample",
+    "sample_scheduler", "train_scheduler", "training_loss", "window_starts",
 ]

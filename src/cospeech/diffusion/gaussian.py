@@ -6,20 +6,26 @@ contract is `step(model_output, t, sample)`), so a `project` hook can overwrite 
 between steps: that is how long inputs are windowed and, later, how out-painting works.
 
 Every random draw takes the caller's `torch.Generator`: the same seed gives the same motion.
-The model is any callable `model(x_t, t, cond, mask) -> (B, T, D)`; `cond` must offer
-`dropout(p, generator)`, `with_null()` and `rows(idx)` (see `models.Condition`).
+The model is any callable `model(x_t, t, cond, mask) -> (B, T, D)` (the `Backbone` protocol);
+`cond` must offer `dropout(p, generator)`, `with_null()` and `rows(idx)` (see `models.Condition`).
+
+Legend: B rows (windows), T frames, D motion channels.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Callable
+from dataclasses import asdict, dataclass
+from typing import Callable, Protocol
+
+import math
 
 import torch
 
+from ..artifacts import config_from_dict
 from ..errors import CospeechError
 
 PREDICTIONS = ("epsilon", "sample", "v_prediction")
+CLEAN = -1  # the timestep a hook sees once sampling is done: x is clean motion
 SAMPLERS = ("ddim", "ddpm", "dpmsolver")
 
 
@@ -45,10 +51,18 @@ class DiffusionConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiffusionConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise CospeechError(f"unknown diffusion settings: {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "diffusion settings")
+
+
+class Backbone(Protocol):
+    """What the diffusion code needs of a denoiser: x_t (B, T, D), t (B,) int64, a condition
+    and a frame mask (B, T) bool or None -> the prediction (B, T, D) (ε, x0 or v)."""
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond, mask: torch.Tensor | None) -> torch.Tensor: ...
+
+
+Hook = Callable[[torch.Tensor, int, int], torch.Tensor]
+"""A sampling hook: (x (B, T, D) at noise level t, t, step index) -> x. See `sample`."""
 
 
 def train_scheduler(cfg: DiffusionConfig):
@@ -132,35 +146,50 @@ def training_loss(
 
 @torch.no_grad()
 def sample(
-    model, cond, shape: tuple[int, int, int], cfg: DiffusionConfig, generator: torch.Generator,
+    model: Backbone, cond, shape: tuple[int, int, int], cfg: DiffusionConfig, generator: torch.Generator,
     steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
     mask: torch.Tensor | None = None, project: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    noise: torch.Tensor | None = None, max_batch: int = 64,
+    noise: torch.Tensor | None = None, max_batch: int = 64, hook: Hook | None = None,
 ) -> torch.Tensor:
-    """Draw motion (B, T, D) in normalised units.
+    """Draw motion (B, T, D) in normalised units, on the device and in the dtype of `noise`
+    (or of `cond` when `noise` is None).
 
-    project: applied to the initial noise and after every step (e.g. to fuse overlapping
-    windows). noise: the initial sample (B, T, D), drawn from `generator` when None.
+    hook: called as `x = hook(x, t, i)` on the initial noise (i = 0, t = the first timestep)
+    and after every step i = 1 … steps, where x is then at the noise level of timestep t (the
+    next one the network sees; `CLEAN` = -1 after the last step). Out-painting and keyframe
+    constraints re-impose known frames here, noised to level t (`noise_to`).
+    project: a hook that needs no t, applied at the same points (e.g. window fusion); it runs
+    before `hook`.
+    noise: the initial sample (B, T, D), drawn from `generator` when None.
     max_batch: rows per network call, bounding memory for many windows.
     """
-    steps = steps or cfg.sample_steps
+    steps = cfg.sample_steps if steps is None else steps
     guidance = cfg.guidance if guidance is None else guidance
-    if steps < 1:
-        raise CospeechError(f"steps must be ≥ 1, got {steps}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise CospeechError(f"steps must be a whole number ≥ 1, got {steps!r}")
+    if not math.isfinite(guidance):
+        raise CospeechError(f"guidance must be a finite number, got {guidance}")
     sched = sample_scheduler(cfg, sampler)
     sched.set_timesteps(steps)
     device = cond.audio.device
-    x = noise if noise is not None else torch.randn(shape, generator=generator, device=device)
+    x = noise if noise is not None else torch.randn(shape, generator=generator, device=generator.device).to(device)
     x = x * sched.init_noise_sigma
-    if project is not None:
-        x = project(x)
+    timesteps = [int(t) for t in sched.timesteps]
+    levels = timesteps[1:] + [CLEAN]
 
-    def predict(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def after(x_t: torch.Tensor, t: int, i: int) -> torch.Tensor:
+        if project is not None:
+            x_t = project(x_t)
+        if hook is not None:
+            x_t = hook(x_t, t, i)
+        return x_t
+
+    def predict(x_t: torch.Tensor, t: int) -> torch.Tensor:
         out = []
         for i in range(0, x_t.shape[0], max_batch):
             rows = slice(i, i + max_batch)
             xb, cb, mb = x_t[rows], cond.rows(rows), None if mask is None else mask[rows]
-            tb = torch.full((xb.shape[0],), int(t), device=device, dtype=torch.long)
+            tb = torch.full((xb.shape[0],), t, device=xb.device, dtype=torch.long)
             if guidance == 1.0:
                 out.append(model(xb, tb, cb, mb))
                 continue
@@ -169,9 +198,22 @@ def sample(
             out.append(u + guidance * (c - u))
         return torch.cat(out)
 
-    for t in sched.timesteps:
+    x = after(x, timesteps[0], 0)
+    for i, (t, level) in enumerate(zip(timesteps, levels), start=1):
         x_in = sched.scale_model_input(x, t)
         x = sched.step(predict(x_in, t), t, x, generator=generator).prev_sample
-        if project is not None:
-            x = project(x)
+        x = after(x, level, i)
     return x
+
+
+def noise_to(x0: torch.Tensor, noise: torch.Tensor, t: int, cfg: DiffusionConfig) -> torch.Tensor:
+    """Clean motion x0 (…, T, D) noised to the level of timestep t by the forward process
+    (x0 itself when t is `CLEAN`): what a hook imposes on known frames during sampling."""
+    if t == CLEAN:
+        return x0
+    ab = _alphas_cumprod(cfg)[t].to(x0.device, x0.dtype)
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+
+def _alphas_cumprod(cfg: DiffusionConfig) -> torch.Tensor:
+    return train_scheduler(cfg).alphas_cumprod

@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from .. import __version__
+from .._version import __version__
 from ..data import FeatureCache
-from ..data.cache import CachedTake, data_hash, sha256_file
+from ..artifacts import sha256_file
+from ..data.cache import CachedTake, data_hash
 from ..errors import CospeechError
 from ..generator import MotionGenerator, WEIGHTS
 from ..motion import joint_positions, smplx_skeleton

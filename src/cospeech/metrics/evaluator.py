@@ -14,7 +14,6 @@ Legend: B windows, W frames per window, D channels, L latent channels.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,9 +21,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..atomic import atomic_path, write_text
 from ..data import FeatureCache
-from ..data.cache import sha256_file
+from ..artifacts import config_from_dict, load_tensors, read_json, save_tensors, sha256_file, write_json
 from ..errors import CospeechError
 from ..motion import MotionSpec, Normalizer
 
@@ -45,7 +43,7 @@ class EvaluatorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvaluatorConfig":
-        return cls(tuple(d["gesture_parts"]), tuple(d["face_parts"]), d["window"], d["width"], d["latent"])
+        return config_from_dict(cls, d, "evaluator settings")
 
 
 class ConvAutoEncoder(nn.Module):
@@ -119,32 +117,33 @@ class MotionEvaluator(nn.Module):
     # -- files ----------------------------------------------------------------------------
     def save(self, folder: str | Path) -> str:
         """Write evaluator.safetensors + evaluator.json; returns the sha256 of the weights."""
-        from safetensors.torch import save_file
-
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / WEIGHTS, suffix=".safetensors") as tmp:
-            save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp))
+        save_tensors(self.state_dict(), folder / WEIGHTS)
         self.hash = sha256_file(folder / WEIGHTS)
         meta = {"config": self.cfg.to_dict(), "spec": self.spec.to_dict(), "norm": self.norm.to_dict(),
                 "sha256": self.hash, "info": self.info}
-        write_text(folder / CONFIG, json.dumps(meta, indent=1))
+        write_json(folder / CONFIG, meta)
         return self.hash
 
     @classmethod
     def load(cls, folder: str | Path) -> "MotionEvaluator":
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         if not (folder / CONFIG).exists() or not (folder / WEIGHTS).exists():
             raise CospeechError(f"{folder}: not an evaluator folder ({WEIGHTS} + {CONFIG}); see `cospeech train-evaluator`")
-        meta = json.loads((folder / CONFIG).read_text())
-        ev = cls(EvaluatorConfig.from_dict(meta["config"]), MotionSpec.from_dict(meta["spec"]),
-                 Normalizer.from_dict(meta["norm"]), meta.get("info"))
+        meta = read_json(folder / CONFIG, "evaluator config")
+        try:
+            ev = cls(EvaluatorConfig.from_dict(meta["config"]), MotionSpec.from_dict(meta["spec"]),
+                     Normalizer.from_dict(meta["norm"]), meta.get("info"))
+            expected = meta["sha256"]
+        except (KeyError, TypeError) as err:
+            raise CospeechError(f"{folder / CONFIG}: damaged evaluator config ({err!r})") from None
         digest = sha256_file(folder / WEIGHTS)
-        if digest != meta["sha256"]:
-            raise CospeechError(f"{folder / WEIGHTS}: sha256 {digest[:12]}… does not match its config {meta['sha256'][:12]}…")
-        ev.load_state_dict(load_file(str(folder / WEIGHTS)))
+        if digest != expected:
+            raise CospeechError(f"{folder / WEIGHTS}: sha256 {digest[:12]}… does not match its config {expected[:12]}…")
+        try:
+            ev.load_state_dict(load_tensors(folder / WEIGHTS))
+        except RuntimeError as err:
+            raise CospeechError(f"{folder}: weights do not fit the config ({str(err).splitlines()[0]})") from None
         ev.hash = digest
         return ev.eval()
 

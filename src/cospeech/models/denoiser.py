@@ -13,13 +13,13 @@ layer keeping its state: then no (B, T, W) tensor is alive at all, only the (B, 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from ..errors import CospeechError
+from ..artifacts import config_from_dict
 from .blocks import AdaLNBlock, FinalLayer, TimestepEmbedder
 from .condition import Condition
 
@@ -47,10 +47,7 @@ class DenoiserConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DenoiserConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise CospeechError(f"unknown denoiser settings: {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "denoiser settings")
 
 
 class Denoiser(nn.Module):

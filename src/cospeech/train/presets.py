@@ -6,8 +6,9 @@ DiffMotion-v2, DiM-Gestor) are added here as data when their denoisers exist.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
+from ..artifacts import config_from_dict
 from ..diffusion import DiffusionConfig
 from ..errors import CospeechError
 
@@ -35,10 +36,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise CospeechError(f"unknown training settings: {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "training settings")
 
 
 @dataclass(frozen=True)
