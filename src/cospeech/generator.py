@@ -160,12 +160,16 @@ class MotionGenerator:
         if options.style is not None:
             raise CospeechError("this model takes no style vector (it was trained with speaker ids only)")
 
-    def audio_features(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
-        """Mono speech (N,) at any rate -> normalised features (T, C) on this model's grid."""
+    def audio_features(self, wave: np.ndarray, sample_rate: int, checked: bool = False) -> np.ndarray:
+        """Mono speech (N,) at any rate -> normalised features (T, C) on this model's grid.
+
+        checked: the speech already passed `check_speech` (e.g. in `load_audio`); not again.
+        """
         wave = np.asarray(wave, dtype=np.float32)
         if wave.ndim != 1:
             raise CospeechError(f"expected mono speech of shape (N,), got {wave.shape}")
-        check_speech(wave, sample_rate)
+        if not checked:
+            check_speech(wave, sample_rate)
         wave = resample(wave, sample_rate, self.cfg.audio.sample_rate)
         return self.audio_norm.normalize(speech_features(wave, self.cfg.fps, cfg=self.cfg.audio))
 
@@ -226,15 +230,17 @@ class MotionGenerator:
         )
         return fuser.merge(x.float().cpu())
 
-    def generate(self, wave: np.ndarray, sample_rate: int, options: SampleOptions | None = None, **kw) -> SmplxMotion:
+    def generate(self, wave: np.ndarray, sample_rate: int, options: SampleOptions | None = None,
+                 checked: bool = False, **kw) -> SmplxMotion:
         """Speech (N,) float at `sample_rate` -> motion of round(duration × fps) frames.
 
         options / keyword arguments: see `SampleOptions` (e.g. `generate(wave, sr, seed=0)`).
-        A result that is not finite everywhere is an error, never returned.
+        checked: the speech was already validated (`load_audio` does). A result that is not
+        finite everywhere is an error, never returned.
         """
         opts = SampleOptions.of(options, **kw)
         self.check_options(opts)
-        feats = self.sample_features(self.audio_features(wave, sample_rate), opts)
+        feats = self.sample_features(self.audio_features(wave, sample_rate, checked), opts)
         if not np.isfinite(feats).all():
             raise CospeechError("the model produced non-finite motion (NaN or infinity); "
                                 "nothing was written — check the options and the model's weights")

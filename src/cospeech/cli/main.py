@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -23,65 +22,20 @@ def example_speech() -> Path:
 
 
 # -- generate ------------------------------------------------------------------------------
-def generate_files(
-    inputs: list[Path], out: Path, model=None, seed: int = 0, steps: int | None = None,
-    sampler: str | None = None, guidance: float | None = None, speaker: str | None = None,
-    formats: tuple[str, ...] = ("npz", "bvh", "mp4"), log=print,
-) -> list[str]:
-    """Generate motion for each speech file into `out` as <stem>.npz/.bvh/.mp4.
-
-    A bad input is reported and skipped; the others are still written. Returns the error
-    messages (empty when every input succeeded).
-    """
-    from ..audio import load_audio
-    from ..export import write_bvh, write_npz, write_preview
-    from ..generator import MotionGenerator, load_model
-
-    stems = [p.stem for p in inputs]
-    dupes = sorted({s for s in stems if stems.count(s) > 1})
-    if dupes:
-        raise CospeechError(f"several inputs are named {dupes[0]!r}; their outputs would overwrite each other")
-    gen = model if isinstance(model, MotionGenerator) else load_model(model)
-    gen.speaker_index(speaker)  # unknown speaker: fail before any work
-    out.mkdir(parents=True, exist_ok=True)
-    errors = []
-    for path in inputs:
-        try:
-            t0 = time.perf_counter()
-            wave = load_audio(path, gen.cfg.audio.sample_rate)
-            motion = gen.generate(wave, gen.cfg.audio.sample_rate, seed=seed, steps=steps, sampler=sampler,
-                                  guidance=guidance, speaker=speaker)
-            t_gen = time.perf_counter() - t0
-            written = []
-            if "npz" in formats:
-                written.append(write_npz(motion, out / f"{path.stem}.npz"))
-            if "bvh" in formats:
-                written.append(write_bvh(motion, out / f"{path.stem}.bvh"))
-            if "mp4" in formats:
-                written.append(write_preview(motion, out / f"{path.stem}.mp4",
-                                             audio=(wave, gen.cfg.audio.sample_rate), title=path.stem))
-            log(f"{path}: {len(wave) / gen.cfg.audio.sample_rate:.1f} s of speech -> {motion.n_frames} frames "
-                f"at {motion.fps:g} fps (motion {t_gen:.1f} s, files {time.perf_counter() - t0 - t_gen:.1f} s): "
-                + ", ".join(str(w) for w in written))
-        except CospeechError as err:
-            errors.append(str(err))
-            print(f"cospeech: error: {err}", file=sys.stderr)
-    return errors
-
-
 def _generate(args) -> int:
+    from ..generator import SampleOptions
+    from ..pipeline import generate_files
+
     inputs = [Path(p) for p in args.audio]
     if args.example:
         inputs.append(example_speech())
     if not inputs:
         raise CospeechError("no speech given: name audio files, or pass --example for the bundled sample")
-    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
-    unknown = set(formats) - {"npz", "bvh", "mp4"}
-    if unknown or not formats:
-        raise CospeechError(f"--formats takes npz,bvh,mp4; got {args.formats!r}")
-    errors = generate_files(inputs, Path(args.out), args.model, args.seed, args.steps, args.sampler,
-                            args.guidance, args.speaker, formats)
-    return 1 if errors else 0
+    options = SampleOptions(steps=args.steps, sampler=args.sampler, guidance=args.guidance, seed=args.seed,
+                            speaker=args.speaker, device=args.device, dtype=args.dtype)
+    report = generate_files(args.model, inputs, args.out, args.formats, options,
+                            error=lambda msg: print(f"cospeech: error: {msg}", file=sys.stderr))
+    return 0 if report.ok else 1
 
 
 # -- prepare / train / info ----------------------------------------------------------------
@@ -101,7 +55,7 @@ def _train(args) -> int:
     from ..train import train
 
     gen = train(args.data, args.out, preset=args.preset, resume=args.resume, steps=args.steps,
-                batch_size=args.batch_size, lr=args.lr, seed=args.seed, backbone=args.backbone)
+                batch_size=args.batch_size, lr=args.lr, seed=args.seed, backbone=args.backbone, device=args.device)
     rec = gen.info.get("training", {})
     print(f"{args.out}: trained to step {rec.get('step')}, loss {rec.get('loss_smooth', float('nan')):.4f}")
     return 0
@@ -126,7 +80,7 @@ def _evaluate(args) -> int:
     model = load_model(model_path)
     evaluator = MotionEvaluator.load(args.evaluator or bundled_evaluator_path())
     report = evaluate(model, load_cache(args.data), evaluator, split=args.split, samples=args.samples,
-                      seed=args.seed, steps=args.steps, model_path=model_path)
+                      seed=args.seed, steps=args.steps, model_path=model_path, device=args.device)
     print(format_table(report))
     if args.json:
         write_report(report, args.json)
@@ -180,6 +134,8 @@ def _benchmark(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from ..data import ADAPTERS
     from ..diffusion import SAMPLERS
+    from ..export import DEFAULT_FORMATS, EXPORTERS
+    from ..generator import DTYPES
     from ..models import BACKBONES
     from ..train import PRESETS
 
@@ -197,7 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's (ddim)")
     g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     g.add_argument("--speaker", default=None, help="speaker style (see `cospeech info`)")
-    g.add_argument("--formats", default="npz,bvh,mp4", help="which files to write (default: npz,bvh,mp4)")
+    g.add_argument("--formats", default=",".join(DEFAULT_FORMATS),
+                   help="comma-separated files to write (default: %(default)s): "
+                        + "; ".join(f"{e.name}: {e.description}" for e in EXPORTERS.values()))
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    g.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="network precision (default: float32)")
     g.set_defaults(func=_generate)
 
     p = sub.add_parser("prepare", help="a dataset folder -> a feature cache for training")
@@ -219,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="metric table with controls, under a recorded protocol")
@@ -230,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     e.add_argument("--evaluator", default=None, help="evaluator folder (default: the bundled one)")
     e.add_argument("--json", default=None, help="write the report (results + protocol) here")
+    e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     e.set_defaults(func=_evaluate)
 
     te = sub.add_parser("train-evaluator", help="train the motion auto-encoder behind FGD/FED/FMD")

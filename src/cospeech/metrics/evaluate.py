@@ -114,7 +114,7 @@ def _metrics(model, evaluator, clips: list[Clip], motions: list[np.ndarray], gt_
 
 
 def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvaluator, split: str = "test",
-             samples: int = 3, seed: int = 0, steps: int | None = None, model_path: str | None = None,
+             samples: int = 3, seed: int = 0, steps: int | None = None, model_path: str | None = None, device: str = "cpu",
              progress: bool = True) -> dict:
     """Evaluate `model` and the controls on the `split` takes of `cache`; returns the report dict."""
     if samples < 1:
@@ -136,7 +136,7 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
 
     def generate(audio: np.ndarray, s: int, speaker: str) -> np.ndarray:
         spk = speaker if speaker in model.cfg.speakers else None  # the take's own style when the model knows it
-        return model.sample_features(model.audio_norm.normalize(audio), seed=s, speaker=spk, steps=steps)
+        return model.sample_features(model.audio_norm.normalize(audio), seed=s, speaker=spk, steps=steps, device=device)
 
     rng = np.random.default_rng(seed)
     mean_pose = model.motion_norm.mean.copy()

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..artifacts import load_tensors, read_json, save_tensors
 from ..atomic import write_text
 from ..data import FeatureCache, load_cache
 from ..diffusion import DiffusionConfig, train_scheduler, training_loss
 from ..errors import CospeechError
-from ..generator import GeneratorConfig, MotionGenerator
+from ..generator import GeneratorConfig, MotionGenerator, resolve_device
 from ..models import Condition, DenoiserConfig, build_denoiser
 from ..motion import Normalizer
 from .ema import Ema
@@ -47,8 +48,8 @@ class WindowSampler:
         self.masks = [t.mask for t in cache.takes]
         self.speaker = [speakers.index(t.meta["speaker"]) for t in cache.takes]
 
-    def batch(self, size: int, generator: torch.Generator):
-        """x0 (B, W, D), Condition, frame mask (B, W), channel mask (B, D)."""
+    def batch(self, size: int, generator: torch.Generator, device: torch.device | str = "cpu"):
+        """x0 (B, W, D), Condition, frame mask (B, W), channel mask (B, D), on `device`."""
         pick = torch.randint(0, len(self.rows), (size,), generator=generator).numpy()
         w = self.window
         d, c = self.motion[0].shape[1], self.audio[0].shape[1]
@@ -65,8 +66,9 @@ class WindowSampler:
             frames[b, :n] = True
             channels[b] = self.masks[take]
             speaker[b] = self.speaker[take]
-        cond = Condition(torch.from_numpy(audio), torch.from_numpy(speaker))
-        return torch.from_numpy(x0), cond, torch.from_numpy(frames), torch.from_numpy(channels)
+        cond = Condition(torch.from_numpy(audio).to(device), torch.from_numpy(speaker).to(device))
+        return tuple(torch.from_numpy(a).to(device) if isinstance(a, np.ndarray) else a
+                     for a in (x0, cond, frames, channels))
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -102,12 +104,14 @@ def _resolve_run(run: Path, cache: FeatureCache, preset: str, overrides: dict, r
 
 def train(
     data: str | Path | FeatureCache, run: str | Path, preset: str = "default", resume: bool = False,
-    progress: bool = True, **overrides,
+    progress: bool = True, device: str = "cpu", **overrides,
 ) -> MotionGenerator:
-    """Train on a prepared cache (its train split); returns the EMA model.
+    """Train on a prepared cache (its train split); returns the EMA model (on the CPU).
 
-    overrides: TrainConfig fields (steps, batch_size, lr, seed, ...) and `backbone`.
+    device: cpu, cuda, cuda:N or auto. overrides: TrainConfig fields (steps, batch_size, lr,
+    seed, ...) and `backbone`.
     """
+    dev = resolve_device(device)
     cache = data if isinstance(data, FeatureCache) else load_cache(data, split="train")
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
@@ -136,11 +140,11 @@ def train(
         raise CospeechError(f"{run}: was trained on other data than {cache.root}; resume with the same cache")
 
     torch.manual_seed(tcfg.seed)  # weight init and dropout
-    model = build_denoiser(gcfg.denoiser)
+    model = build_denoiser(gcfg.denoiser).to(dev)
     ema = Ema(model, tcfg.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     data_gen = torch.Generator().manual_seed(tcfg.seed + 1)
-    noise_gen = torch.Generator().manual_seed(tcfg.seed + 2)
+    noise_gen = torch.Generator(device=dev).manual_seed(tcfg.seed + 2)  # draws noise on the device
     step = 0
     if resume:
         step = _load_state(latest_checkpoint(run), model, ema, opt, data_gen, noise_gen)
@@ -158,7 +162,7 @@ def train(
             lr = learning_rate(step, tcfg)
             for group in opt.param_groups:
                 group["lr"] = lr
-            x0, cond, frames, channels = sampler.batch(tcfg.batch_size, data_gen)
+            x0, cond, frames, channels = sampler.batch(tcfg.batch_size, data_gen, dev)
             loss = training_loss(model, x0, cond, dcfg, scheduler, noise_gen, mask=frames, channel_mask=channels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -182,6 +186,7 @@ def train(
                           "data_hash": spec["data"]["hash"], "train": tcfg.to_dict()}
                 _save_checkpoint(run, step, generator, model, ema, opt, data_gen, noise_gen, record, tcfg.keep_checkpoints)
     bar.close()
+    generator.denoiser.cpu()
     generator.info = {"training": {"step": step, "loss_smooth": smooth}}
     return generator
 
@@ -196,24 +201,22 @@ def latest_checkpoint(run: Path) -> Path:
 
 def _save_checkpoint(run: Path, step: int, generator: MotionGenerator, model, ema, opt,
                      data_gen: torch.Generator, noise_gen: torch.Generator, record: dict, keep: int) -> None:
-    from safetensors.torch import save_file
-
     root = run / "checkpoints"
     final = root / f"step-{step:08d}"
     tmp = root / f".step-{step:08d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     generator.save(tmp, info={"training": record})
-    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
     opt_state = opt.state_dict()
     for pid, st in opt_state["state"].items():
         for name, value in st.items():
-            tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).contiguous()
+            tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).cpu()
     tensors["rng.data"] = data_gen.get_state()
-    tensors["rng.noise"] = noise_gen.get_state()
+    tensors["rng.noise"] = noise_gen.get_state().cpu()
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["ema.updates"] = torch.tensor([ema.updates])
-    save_file(tensors, str(tmp / "state.safetensors"))
+    save_tensors(tensors, tmp / "state.safetensors")
     write_text(tmp / "state.json", json.dumps({"step": step, "param_groups": opt_state["param_groups"], **record}, indent=1))
     if final.exists():
         shutil.rmtree(final)
@@ -223,12 +226,10 @@ def _save_checkpoint(run: Path, step: int, generator: MotionGenerator, model, em
 
 
 def _load_state(ckpt: Path, model, ema, opt, data_gen, noise_gen) -> int:
-    from safetensors.torch import load_file
-
-    meta = json.loads((ckpt / "state.json").read_text())
-    tensors = load_file(str(ckpt / "state.safetensors"))
+    meta = read_json(ckpt / "state.json", "training state")
+    tensors = load_tensors(ckpt / "state.safetensors")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    ema_state = {k: v.float() for k, v in load_file(str(ckpt / "model.safetensors")).items()}
+    ema_state = {k: v.float() for k, v in load_tensors(ckpt / "model.safetensors").items()}
     ema.model.load_state_dict(ema_state)
     ema.updates = int(tensors["ema.updates"][0])
     state: dict = {}

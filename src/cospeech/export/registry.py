@@ -1,0 +1,97 @@
+"""`EXPORTERS`: every output format by name, with the motion blocks it needs.
+
+An exporter is a writer `write(motion, path, audio=None, title=None) -> Path` and the blocks of
+the motion it cannot do without; `--formats` and its help are built from this dict, so a
+contributor adds a format here and nowhere else. Before writing, `export` asks the motion for
+the blocks (a face-only model cannot be written as a body BVH, and says so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import CospeechError
+
+
+@dataclass(frozen=True)
+class Exporter:
+    name: str
+    suffix: str  # the file name's ending after the input's stem, e.g. ".npz"
+    description: str
+    needs: tuple[str, ...]  # motion blocks the writer needs
+    write: Callable[..., Path]  # write(motion, path, audio=None, title=None) -> Path
+
+
+def _npz(motion, path, audio=None, title=None):
+    from .npz import write_npz
+
+    return write_npz(motion, path)
+
+
+def _bvh(motion, path, audio=None, title=None):
+    from .bvh import write_bvh
+
+    return write_bvh(motion, path)
+
+
+def _mp4(motion, path, audio=None, title=None):
+    from .preview import write_preview
+
+    return write_preview(motion, path, audio=audio, title=title)
+
+
+EXPORTERS: dict[str, Exporter] = {e.name: e for e in (
+    Exporter("npz", ".npz", "SMPL-X + FLAME parameters with BEAT2/EMAGE key names", (), _npz),
+    Exporter("bvh", ".bvh", "the SMPL-X skeleton's joint rotations (Blender, MotionBuilder)", ("body",), _bvh),
+    Exporter("mp4", ".mp4", "a preview video with the speech as its audio track", (), _mp4),
+)}
+DEFAULT_FORMATS = ("npz", "bvh", "mp4")
+
+
+def parse_formats(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """'npz,bvh' (or a sequence of names) -> ('npz', 'bvh'); unknown names are an error."""
+    names = [f.strip() for f in (text.split(",") if isinstance(text, str) else text) if f.strip()]
+    unknown = [f for f in names if f not in EXPORTERS]
+    if unknown or not names:
+        raise CospeechError(f"unknown format(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(EXPORTERS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def require(motion, needs: tuple[str, ...], purpose: str) -> None:
+    """Raise a one-line error when `motion` lacks a block in `needs`."""
+    if hasattr(motion, "require"):
+        motion.require(*needs, purpose=purpose)
+        return
+    missing = [b for b in needs if b not in motion.parts]
+    if missing:
+        raise CospeechError(f"this model has no {' or '.join(missing)}; {purpose} needs it")
+
+
+def check_finite(motion, what: str) -> None:
+    """Non-finite motion is an error naming `what`, never a file."""
+    arrays = [getattr(motion, k) for k in ("poses", "trans", "expressions", "hand_pca") if getattr(motion, k, None) is not None]
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise CospeechError(f"{what}: the motion is not finite (NaN or infinity); nothing was written")
+
+
+def export(motion, formats: tuple[str, ...], out_dir: Path, stem: str, audio=None, title=None) -> list[Path]:
+    """Write `motion` in each format as out_dir/<stem><suffix>; returns the paths written.
+
+    The blocks every format needs are checked before the first file is written.
+    """
+    check_finite(motion, stem)
+    exporters = [EXPORTERS[f] for f in parse_formats(formats)]
+    for e in exporters:
+        require(motion, e.needs, f"{e.name} export")
+    written = []
+    for e in exporters:
+        path = Path(out_dir) / f"{stem}{e.suffix}"
+        try:
+            written.append(e.write(motion, path, audio=audio, title=title))
+        except OSError as err:
+            raise CospeechError(f"{path}: cannot write ({err.strerror or err})") from None
+    return written

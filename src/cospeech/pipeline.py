@@ -1,0 +1,88 @@
+"""Speech files in, motion files out: the loop behind `cospeech generate`, as a library call.
+
+    from cospeech.pipeline import generate_files
+    report = generate_files(None, ["talk.wav"], "out/", ("npz", "bvh"), SampleOptions(seed=1))
+
+Every input is checked once, generated, checked finite and written in each format; a bad input
+or a failed write is reported (one line naming the file) and the other inputs still go on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .audio import load_audio
+from .errors import CospeechError
+from .export import DEFAULT_FORMATS, export, parse_formats
+from .generator import MotionGenerator, SampleOptions, load_model
+
+
+@dataclass
+class GenerateReport:
+    """What `generate_files` did: the files written per input, and one message per failed input."""
+
+    written: dict[Path, list[Path]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def output_folder(out: str | Path) -> Path:
+    """Create the output folder; a path that is a file, or cannot be made, is a one-line error."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CospeechError(f"{out}: is an existing file; the output (-o) must be a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CospeechError(f"{out}: cannot create the output folder ({err.strerror or err})") from None
+    return out
+
+
+def generate_files(
+    model: MotionGenerator | str | Path | None, inputs, out_dir: str | Path,
+    formats: tuple[str, ...] | str = DEFAULT_FORMATS, options: SampleOptions | None = None,
+    log: Callable[[str], None] = print, error: Callable[[str], None] | None = None,
+) -> GenerateReport:
+    """Generate motion for each speech file into `out_dir` as <stem>.<format>.
+
+    model: a loaded model, a model/run folder, or None for the bundled one. formats: names in
+    `EXPORTERS` (or 'npz,bvh'). Problems that concern every input (unknown format or speaker,
+    bad options, colliding names, an output path that is a file) raise before any work; a
+    problem with one input is reported through `error` and in the returned report.
+    """
+    inputs = [Path(p) for p in inputs]
+    formats = parse_formats(formats)
+    options = options or SampleOptions()
+    stems = [p.stem for p in inputs]
+    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    if dupes:
+        raise CospeechError(f"several inputs are named {dupes[0]!r}; their outputs would overwrite each other")
+    gen = model if isinstance(model, MotionGenerator) else load_model(model)
+    gen.check_options(options)
+    out = output_folder(out_dir)
+    sr = gen.cfg.audio.sample_rate
+    report = GenerateReport()
+    for path in inputs:
+        try:
+            t0 = time.perf_counter()
+            wave = load_audio(path, sr)
+            motion = gen.generate(wave, sr, options, checked=True)
+            t_gen = time.perf_counter() - t0
+            written = export(motion, formats, out, path.stem, audio=(wave, sr), title=path.stem)
+        except CospeechError as err:
+            message = str(err) if str(path) in str(err) else f"{path}: {err}"
+            report.errors.append(message)
+            if error is not None:
+                error(message)
+            continue
+        report.written[path] = written
+        log(f"{path}: {len(wave) / sr:.1f} s of speech -> {motion.n_frames} frames at {motion.fps:g} fps "
+            f"(motion {t_gen:.1f} s, files {time.perf_counter() - t0 - t_gen:.1f} s): "
+            + ", ".join(str(w) for w in written))
+    return report
