@@ -1,9 +1,20 @@
-"""A stick-figure preview video with the speech as its audio track.
+"""A preview video of everything a model generates, with the speech as its audio track.
 
-Two front views side by side: the whole body, and the upper body close up (hands and head).
-Frames are drawn with Pillow (a few hundred lines a frame; matplotlib's canvas was ~30 ms a
-frame) and piped to the ffmpeg that the `imageio-ffmpeg` wheel ships, so no system package is
-needed.
+Layout (one row of square panels above a timeline strip):
+- **front** and **side** (from the body's right): the whole body, so gestures towards the
+  camera are seen too;
+- **hands**: each hand close up (a camera that follows the hand, 0.22 m across);
+- **face**: a schematic face whose mouth opens with the jaw rotation and whose brows and mouth
+  corners follow the face output (see `face_shape`), with bars of the leading FLAME expression
+  coefficients below it;
+- **timeline**: the speech waveform and the jaw-opening curve of the whole clip, with a cursor
+  at the current frame, so lip sync can be judged by eye.
+
+Every coordinate is computed for all frames at once (forward kinematics, projections, face
+shapes); each frame copies a pre-drawn background and draws lines with Pillow, and all frames
+go through one ffmpeg process (the binary the `imageio-ffmpeg` wheel ships; no system package).
+
+Legend: T frames, J joints, N audio samples.
 """
 
 from __future__ import annotations
@@ -17,70 +28,213 @@ import soundfile as sf
 from ..atomic import atomic_path
 from ..errors import CospeechError
 from ..motion import SmplxMotion, joint_positions, smplx_skeleton
+from ..motion.rotations import axis_angle_to_matrix
 
-PANEL = 480  # pixels per panel side; a multiple of 16 for the video encoder
+PANEL = 320  # pixels per panel side; multiples of 16 keep the encoder from resizing
+STRIP = 96  # timeline height
 _LEFT, _RIGHT, _MID = "#2b6cb0", "#c53030", "#4a5568"
-_UPPER = ("spine3", "neck", "head", "left_wrist", "right_wrist", "left_elbow", "right_elbow", "left_middle3", "right_middle3")
+HEAD_RADIUS = 0.09  # metres, for the circle drawn around the head joint
+JAW_FULL_OPEN = 0.08  # radians of jaw rotation drawn as a fully open mouth (~4.6°: the 99th
+# percentile of the real BEAT2 take is 0.05; FLAME expressions carry the rest of the opening)
+HAND_SPAN = 0.22  # metres across a hand view
+N_EXPRESSION_BARS = 10
+# How the schematic face reads the FLAME expression coefficients. FLAME's expression basis is a
+# PCA whose components have no published names, so this is a display convention, not anatomy:
+# the first coefficient widens or narrows the mouth, the second lifts its corners (smile /
+# frown), the third raises the brows. The bars show the coefficients themselves.
+FACE_MAPPING = {"mouth_width": 0, "mouth_corners": 1, "brows": 2}
 
 
 def _colours(names) -> list[str]:
     return [_LEFT if n.startswith("left") else _RIGHT if n.startswith("right") else _MID for n in names]
 
 
-def _view(points: np.ndarray, left: int, size: int, margin: float = 0.12):
-    """A fixed camera for a panel: world (x, y) -> pixel (u, v), fitted to 1st-99th percentiles."""
-    lo, hi = np.percentile(points, 1, axis=0), np.percentile(points, 99, axis=0)
+def chains(parents) -> list[list[int]]:
+    """The kinematic tree as polylines: each chain follows first children from a joint down,
+    and every other child starts a new chain at its parent, so every bone is in exactly one
+    chain and a whole skeleton is drawn with a few polyline calls instead of one per bone."""
+    children: dict[int, list[int]] = {}
+    for j, p in enumerate(parents):
+        children.setdefault(p, []).append(j)
+    out = []
+    starts = [(-1, r) for r in children.get(-1, [])]
+    while starts:
+        parent, j = starts.pop(0)
+        chain = [parent] if parent >= 0 else []
+        while True:
+            chain.append(j)
+            kids = children.get(j, [])
+            starts += [(j, k) for k in kids[1:]]
+            if not kids:
+                break
+            j = kids[0]
+        if len(chain) > 1:
+            out.append(chain)
+    return out
+
+
+def _camera(fit: np.ndarray, left: int, size: int, margin: float = 0.12):
+    """A fixed camera for a panel, fitted to the 1st-99th percentiles of the (..., 2) world
+    points `fit`: returns project((..., 2) world -> (..., 2) pixels) and its pixels per metre."""
+    flat = fit.reshape(-1, 2)
+    lo, hi = np.percentile(flat, 1, axis=0), np.percentile(flat, 99, axis=0)
     centre = (lo + hi) / 2
-    span = max(float((hi - lo).max()), 0.3) * (1 + 2 * margin)
-    k = size / span
+    k = size / (max(float((hi - lo).max()), 0.3) * (1 + 2 * margin))
 
     def project(p: np.ndarray) -> np.ndarray:
-        u = left + size / 2 + (p[..., 0] - centre[0]) * k
-        v = size / 2 - (p[..., 1] - centre[1]) * k
-        return np.stack([u, v], axis=-1)
+        return np.stack([left + size / 2 + (p[..., 0] - centre[0]) * k, size / 2 - (p[..., 1] - centre[1]) * k], axis=-1)
 
-    project.scale = k  # pixels per metre
-    return project
+    return project, k
 
 
-HEAD_RADIUS = 0.09  # metres, for the circle drawn around the head joint
+def jaw_opening(poses: np.ndarray) -> np.ndarray:
+    """(T, 55, 3) axis-angle -> (T,) jaw opening in radians: the jaw's rotation about its x axis
+    (positive opens the mouth in SMPL-X)."""
+    import torch
+
+    r = axis_angle_to_matrix(torch.as_tensor(poses[:, 22], dtype=torch.float64)).numpy()  # (T, 3, 3)
+    return np.arctan2(r[:, 2, 1], r[:, 1, 1])
+
+
+def face_shape(motion: SmplxMotion) -> dict[str, np.ndarray]:
+    """Per-frame shape of the schematic face, each (T,) in [-1, 1] or [0, 1]:
+    `open` from the jaw rotation, `width`, `corners`, `brows` from `FACE_MAPPING`."""
+    expr = np.clip(motion.expressions, -1, 1)  # real FLAME coefficients: std ≈ 0.15-0.3, peaks ≈ 1-2
+    out = {"open": np.clip(jaw_opening(motion.poses) / JAW_FULL_OPEN, 0, 1)}
+    for name, key in (("width", "mouth_width"), ("corners", "mouth_corners"), ("brows", "brows")):
+        out[name] = expr[:, FACE_MAPPING[key]]
+    return out
+
+
+def _envelope(wave: np.ndarray, columns: int) -> np.ndarray:
+    """(N,) samples -> (columns,) peak amplitude per pixel column."""
+    if len(wave) < columns:
+        wave = np.pad(wave, (0, columns - len(wave)))
+    edges = np.linspace(0, len(wave), columns + 1).astype(int)
+    return np.maximum.reduceat(np.abs(wave), edges[:-1])
+
+
+class _Layout:
+    """Everything drawn, computed for all T frames at once."""
+
+    def __init__(self, motion: SmplxMotion, audio, title: str):
+        skel = smplx_skeleton()
+        pos = joint_positions(motion.poses, motion.trans, skel)  # (T, J, 3)
+        self.chains = chains(skel.parents)
+        self.colours = _colours([skel.names[c[-1]] for c in self.chains])
+        head = skel.names.index("head")
+        front = pos[..., [0, 1]]  # x to the viewer's right (the body's left), y up
+        side = pos[..., [2, 1]]  # seen from the body's right: forward (+z) to the viewer's right
+        views = []
+        for points, fit, left in ((front, front, 0), (side, side, PANEL)):
+            project, k = _camera(fit, left, PANEL)
+            views.append((project(points), k))  # (T, J, 2) pixels
+        (self.front, kf), (self.side, ks) = views[:2]
+        self.heads = [(self.front[:, head] + [0, -0.05 * kf], HEAD_RADIUS * kf),
+                      (self.side[:, head] + [0, -0.05 * ks], HEAD_RADIUS * ks)]
+        # each hand seen from the front by a camera that follows the hand (its fingers' centre)
+        kh = (PANEL / 2) / HAND_SPAN
+        self.hands = []
+        for wrist, fingers, left in ((21, range(40, 55), 2 * PANEL), (20, range(25, 40), 2 * PANEL + PANEL // 2)):
+            joints = [wrist - 2, wrist, *fingers]  # elbow, wrist, fingers
+            rel = front[:, joints] - front[:, list(fingers)].mean(axis=1, keepdims=True)  # (T, j, 2)
+            uv = np.stack([left + PANEL / 4 + rel[..., 0] * kh, PANEL * 0.45 - rel[..., 1] * kh], axis=-1)
+            index = {j: i for i, j in enumerate(joints)}
+            sub_parents = [index.get(skel.parents[j], -1) for j in joints]
+            self.hands.append((uv, chains(sub_parents), _RIGHT if wrist == 21 else _LEFT))
+        self.face = face_shape(motion)
+        self.expr = np.clip(motion.expressions[:, :N_EXPRESSION_BARS] / 1.5, -1, 1)  # (T, 10)
+        self.width, self.height = 4 * PANEL, PANEL + STRIP
+        self.n = motion.n_frames
+        self.fps = motion.fps
+        self.title = title
+        self.audio = audio
+        # timeline: x pixel of each frame, jaw curve in pixels
+        self.cursor = np.linspace(0, self.width - 1, max(self.n, 2))[: self.n]
+        jaw = jaw_opening(motion.poses)
+        self.jaw_max = max(float(np.abs(jaw).max()), 1e-3)
+        jaw = np.clip(jaw / self.jaw_max, 0, 1)  # the curve scaled to its own peak
+        self.jaw_curve = [(float(x), PANEL + STRIP - 8 - float(y) * (STRIP - 24)) for x, y in zip(self.cursor, jaw)]
+
+    def background(self):
+        from PIL import Image, ImageDraw
+
+        img = Image.new("RGB", (self.width, self.height), "white")
+        draw = ImageDraw.Draw(img)
+        for i, label in enumerate(("front", "side (right)", "right hand   left hand", "face")):
+            draw.text((i * PANEL + 8, PANEL - 16), label, fill="#718096")
+            if i:
+                draw.line([(i * PANEL, 0), (i * PANEL, PANEL)], fill="#e2e8f0", width=1)
+        draw.rectangle([0, PANEL, self.width, self.height], fill="#f7fafc")
+        mid = PANEL + STRIP / 2
+        if self.audio is not None:
+            env = _envelope(np.asarray(self.audio[0], dtype=np.float32), self.width)
+            env = env / max(float(env.max()), 1e-6) * (STRIP / 2 - 6)
+            for x, e in enumerate(env):
+                draw.line([(x, mid - e), (x, mid + e)], fill="#cbd5e0")
+        if len(self.jaw_curve) > 1:
+            draw.line(self.jaw_curve, fill=_RIGHT, width=2)
+        draw.text((8, PANEL + 4), f"speech waveform (grey) and jaw opening (red, top = {np.degrees(self.jaw_max):.1f}°)",
+                  fill="#718096")
+        return img
+
+    def draw_face(self, draw, t: int) -> None:
+        x0, cx, cy = 3 * PANEL, 3 * PANEL + PANEL / 2, PANEL * 0.36
+        draw.rectangle([x0 + 1, 0, x0 + PANEL, PANEL - 20], fill="white")  # over a hand that strays
+        rx, ry = PANEL * 0.26, PANEL * 0.30
+        draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], outline=_MID, width=3)
+        brow = 6 + 10 * self.face["brows"][t]
+        for side in (-1, 1):
+            ex = cx + side * rx * 0.42
+            draw.ellipse([ex - 9, cy - 30, ex + 9, cy - 18], outline=_MID, width=2)
+            draw.line([(ex - 16, cy - 38 - brow), (ex + 16, cy - 38 - brow)], fill=_MID, width=3)
+        half_w = rx * (0.42 + 0.12 * self.face["width"][t])
+        open_h = 2 + 34 * self.face["open"][t]
+        my = cy + ry * 0.52
+        lift = 10 * self.face["corners"][t]
+        draw.polygon([(cx - half_w, my - lift), (cx, my - 2), (cx + half_w, my - lift), (cx, my + open_h)],
+                     fill="#742a2a", outline=_MID)
+        # leading expression coefficients
+        base, bw = PANEL * 0.86, (PANEL - 40) / N_EXPRESSION_BARS
+        for i, v in enumerate(self.expr[t]):
+            bx = x0 + 20 + i * bw
+            draw.rectangle([bx + 2, min(base, base - 26 * v), bx + bw - 2, max(base, base - 26 * v)],
+                           fill=_LEFT if v >= 0 else _RIGHT)
+        draw.line([(x0 + 16, base), (x0 + PANEL - 16, base)], fill="#a0aec0", width=1)
+
+    def frames(self):
+        from PIL import ImageDraw
+
+        base = self.background()
+        strip = base.crop((0, PANEL, self.width, self.height))  # pasted back over limbs that stray
+        for t in range(self.n):
+            img = base.copy()
+            draw = ImageDraw.Draw(img)
+            for uv in (self.front[t], self.side[t]):
+                for chain, colour in zip(self.chains, self.colours):
+                    draw.line(uv[chain].ravel().tolist(), fill=colour, width=3, joint="curve")
+            for uv, hand_chains, colour in self.hands:
+                for chain in hand_chains:
+                    draw.line(uv[t, chain].ravel().tolist(), fill=colour, width=5, joint="curve")
+            for centres, r in self.heads:
+                cu, cv = centres[t]
+                draw.ellipse([cu - r, cv - r, cu + r, cv + r], outline=_MID, width=3)
+            self.draw_face(draw, t)
+            img.paste(strip, (0, PANEL))
+            x = float(self.cursor[t])
+            draw.line([(x, PANEL), (x, self.height)], fill=_LEFT, width=2)
+            draw.text((8, 6), f"{self.title}  {t / self.fps:6.2f} s", fill="black")
+            yield img.tobytes()
 
 
 def write_preview(
     motion: SmplxMotion, path: str | Path, audio: tuple[np.ndarray, int] | None = None, title: str = "",
 ) -> Path:
-    """Render `motion` to an H.264 mp4 at its own fps; `audio` = (mono wave (N,), sample rate)."""
+    """Render `motion` to an H.264 mp4 at its own fps, one video frame per motion frame;
+    `audio` = (mono wave (N,), sample rate) becomes its sound track."""
     import imageio_ffmpeg
-    from PIL import Image, ImageDraw
 
-    skel = smplx_skeleton()
-    pos = joint_positions(motion.poses, motion.trans, skel)  # (T, J, 3)
-    xy = pos[..., :2]  # front view: x to the viewer's right (the body's left), y up
-    bones = [(p, j) for j, p in enumerate(skel.parents) if p >= 0]
-    colours = _colours([skel.names[j] for _, j in bones])
-    upper = [skel.names.index(n) for n in _UPPER]
-    head = skel.names.index("head")
-    panels = [
-        (_view(xy.reshape(-1, 2), 0, PANEL), 3),
-        (_view(xy[:, upper].reshape(-1, 2), PANEL, PANEL), 4),
-    ]
-    width, height = 2 * PANEL, PANEL
-
-    def frames():
-        for t in range(motion.n_frames):
-            img = Image.new("RGB", (width, height), "white")
-            draw = ImageDraw.Draw(img)
-            for project, line_width in panels:
-                uv = project(xy[t])  # (J, 2)
-                for (p, j), colour in zip(bones, colours):
-                    draw.line([tuple(uv[p]), tuple(uv[j])], fill=colour, width=line_width)
-                r = HEAD_RADIUS * project.scale
-                (cu, cv) = project(xy[t, head] + [0.0, 0.05])
-                draw.ellipse([cu - r, cv - r, cu + r, cv + r], outline=_MID, width=line_width)
-            draw.line([(PANEL, 0), (PANEL, height)], fill="#e2e8f0", width=1)
-            draw.text((8, 6), f"{title}  {t / motion.fps:6.2f} s", fill="black")
-            yield img.tobytes()
-
+    layout = _Layout(motion, audio, title)
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmpdir, atomic_path(path, suffix=".mp4") as tmp:
         audio_path = None
@@ -88,14 +242,14 @@ def write_preview(
             audio_path = str(Path(tmpdir) / "speech.wav")
             sf.write(audio_path, np.asarray(audio[0], dtype=np.float32), int(audio[1]))
         writer = imageio_ffmpeg.write_frames(
-            str(tmp), (width, height), fps=motion.fps, codec="libx264", macro_block_size=16,
+            str(tmp), (layout.width, layout.height), fps=motion.fps, codec="libx264", macro_block_size=16,
             audio_path=audio_path, audio_codec="aac" if audio_path else None,
-            output_params=["-preset", "veryfast", "-tune", "animation"] + (["-shortest"] if audio_path else []),
+            output_params=["-preset", "veryfast", "-tune", "animation"],
             ffmpeg_log_level="error",
         )
         try:
             writer.send(None)
-            for frame in frames():
+            for frame in layout.frames():
                 writer.send(frame)
         except (OSError, RuntimeError) as err:
             raise CospeechError(f"{path}: video encoding failed ({err})") from None
