@@ -272,28 +272,3 @@ def test_no_module_imports_the_package_init():
                 if path.name != "__init__.py" or depth > 0:
                     offenders.append(str(path.relative_to(SRC)))
     assert offenders == []
-
-
-# -- devices ---------------------------------------------------------------------------------
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-@pytest.mark.gpu
-@gpu
-def test_generate_on_cuda_matches_cpu(model, speech):
-    cpu = model.generate(*speech, seed=0, steps=5)
-    cuda = model.generate(*speech, seed=0, steps=5, device="cuda")
-    assert np.abs(cpu.poses - cuda.poses).max() < 1e-2
-    model.denoiser.cpu()
-
-
-@pytest.mark.gpu
-@gpu
-def test_train_steps_on_cuda(tmp_path):
-    need_data()
-    from cospeech.data import prepare
-    from cospeech.train import train
-
-    prepare("beat2", BEAT2, tmp_path / "cache", window=60, stride=30)
-    gen = train(tmp_path / "cache", tmp_path / "run", preset="tiny", steps=20, progress=False, device="cuda")
-    assert gen.info["training"]["step"] == 20 and math.isfinite(gen.info["training"]["loss_smooth"])
