@@ -27,6 +27,7 @@ FORMAT = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "model.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+KEYFRAME_BLEND_S = 1 / 3  # seconds either side of a keyframe over which the motion is eased into it
 SEGMENT_WINDOWS = 64  # windows sampled together; longer inputs go segment by segment (bounded memory)
 
 
@@ -173,15 +174,49 @@ class MotionGenerator:
         wave = resample(wave, sample_rate, self.cfg.audio.sample_rate)
         return self.audio_norm.normalize(speech_features(wave, self.cfg.fps, cfg=self.cfg.audio))
 
+    def keyframe_targets(self, keyframes: dict[int, SmplxMotion] | None, total: int):
+        """Poses to hit -> (frames (K,) int, values (K, D) normalised, weights (K, D) in [0, 1]).
+
+        keyframes: frame index (negative counts from the end: -1 is the last frame) -> a motion
+        whose first frame is the pose. Every channel of the parts the pose holds is fixed at the
+        keyframe (weight 1), except the root's velocity (the root's path stays the model's); the
+        frames within `KEYFRAME_BLEND_S` of it are drawn towards the pose with a raised-cosine
+        weight, so the motion eases into the pose instead of jumping.
+        """
+        radius = max(int(round(KEYFRAME_BLEND_S * self.cfg.fps)), 1)
+        ease = 0.5 * (1 + np.cos(np.pi * np.arange(radius) / radius))  # (radius,), 1 at the keyframe
+        d = self.cfg.spec.dim
+        weight = np.zeros((total, d), dtype=np.float32)
+        value = np.zeros((total, d), dtype=np.float32)
+        seen = set()
+        for frame, pose in (keyframes or {}).items():
+            idx = int(frame) + total if int(frame) < 0 else int(frame)
+            if not 0 <= idx < total:
+                raise CospeechError(f"keyframe {frame} is outside the motion's {total} frames")
+            if idx in seen:
+                raise CospeechError(f"two keyframes name frame {idx}")
+            seen.add(idx)
+            target = self.motion_norm.normalize(self.cfg.spec.encode(pose.crop(0, 1)))[0]  # (D,)
+            mask = self.cfg.spec.channel_mask(set(pose.parts) - {"root_vel"})  # (D,)
+            for offset, w in enumerate(ease):
+                for f in {idx - offset, idx + offset}:
+                    if 0 <= f < total and w > weight[f][mask].max(initial=0.0):
+                        weight[f] = np.where(mask, w, weight[f])
+                        value[f] = np.where(mask, target, value[f])
+        frames = np.nonzero(weight.any(axis=1))[0]
+        return frames, value[frames], weight[frames]
+
     @torch.no_grad()
-    def sample_features(self, audio: np.ndarray, options: SampleOptions | None = None, **kw) -> np.ndarray:
+    def sample_features(self, audio: np.ndarray, options: SampleOptions | None = None,
+                        keyframes: dict[int, SmplxMotion] | None = None, **kw) -> np.ndarray:
         """Normalised audio features (T, C) -> denormalised motion features (T, D), float32.
 
         Up to `SEGMENT_WINDOWS` overlapping windows are denoised together and fused every step.
         Longer inputs are sampled segment by segment, each segment's first `overlap` frames
         held to the end of the previous one at every step (out-painting), so memory stays
-        bounded by one segment however long the speech. keyword arguments: `SampleOptions`
-        fields (seed, speaker, steps, sampler, guidance, device, dtype) overriding `options`.
+        bounded by one segment however long the speech. keyframes: poses the motion passes
+        through exactly (`keyframe_targets`), imposed the same way. keyword arguments:
+        `SampleOptions` fields (seed, speaker, steps, sampler, guidance, device, dtype).
         """
         opts = SampleOptions.of(options, **kw)
         self.check_options(opts)
@@ -193,34 +228,43 @@ class MotionGenerator:
         stride = max(window - self.cfg.overlap, 1)
         seg_len = window + (SEGMENT_WINDOWS - 1) * stride
         spk = self.speaker_index(opts.speaker)
+        key_frames, key_values, key_weight = self.keyframe_targets(keyframes, total)
         out = np.empty((total, self.cfg.spec.dim), dtype=np.float32)
-        start, known = 0, None
+        start, keep = 0, 0
         while True:
             stop = min(start + seg_len, total)
-            seg = self._sample_segment(net, audio_t[start:stop], spk, known, opts, generator, device, dtype)
+            # fixed frames of this segment: the held overlap, then the keyframes inside it
+            inside = (key_frames >= start + keep) & (key_frames < stop)
+            fixed = (np.concatenate([np.arange(keep), key_frames[inside] - start]),
+                     np.concatenate([out[start:start + keep], key_values[inside]]),
+                     np.concatenate([np.ones((keep, out.shape[1]), np.float32), key_weight[inside]]))
+            seg = self._sample_segment(net, audio_t[start:stop], spk, fixed, opts, generator, device, dtype)
             out[start:stop] = seg.numpy()
             if stop == total:
                 break
             keep = min(self.cfg.overlap, stop - start)
-            known, start = (seg[-keep:] if keep else None), stop - keep
+            start = stop - keep
         return self.motion_norm.denormalize(out).astype(np.float32)
 
-    def _sample_segment(self, net, audio: torch.Tensor, speaker: int, known: torch.Tensor | None,
-                        opts: SampleOptions, generator: torch.Generator, device, dtype) -> torch.Tensor:
-        """Audio (T, C) -> normalised motion (T, D) on the CPU; `known` (K, D) fixes frames [0, K)."""
+    def _sample_segment(self, net, audio: torch.Tensor, speaker: int, fixed, opts: SampleOptions,
+                        generator: torch.Generator, device, dtype) -> torch.Tensor:
+        """Audio (T, C) -> normalised motion (T, D) on the CPU. fixed: (frames (K,), values
+        (K, D), weights (K, D)): at every noise level those channels are moved to their values
+        (noised to that level) by their weight, 1 = held exactly."""
         fuser = WindowFuser(len(audio), self.cfg.window, self.cfg.overlap)
         windows = fuser.split(audio).to(device, dtype)  # (N, W, C)
         spk = torch.full((fuser.n_windows,), speaker, dtype=torch.long, device=device)
         seq_noise = torch.randn(len(audio), self.cfg.spec.dim, generator=generator)  # (T, D)
         noise = fuser.split(seq_noise).to(device, dtype)  # (N, W, D)
         hook = None
-        if known is not None:
-            k = len(known)
-            known_d, known_noise = known.to(device, dtype), seq_noise[:k].to(device, dtype)
+        frames, values, weight = (torch.as_tensor(a) for a in fixed)
+        if len(frames):
+            values_noise = seq_noise[frames]
 
             def hook(x: torch.Tensor, t: int, i: int) -> torch.Tensor:
                 seq = fuser.merge(x.float().cpu())
-                seq[:k] = noise_to(known_d, known_noise, t, self.cfg.diffusion).float().cpu()
+                target = noise_to(values, values_noise, t, self.cfg.diffusion)
+                seq[frames] = torch.lerp(seq[frames], target, weight)
                 return fuser.split(seq).to(device, dtype)
 
         x = sample(
@@ -231,16 +275,17 @@ class MotionGenerator:
         return fuser.merge(x.float().cpu())
 
     def generate(self, wave: np.ndarray, sample_rate: int, options: SampleOptions | None = None,
-                 checked: bool = False, **kw) -> SmplxMotion:
+                 checked: bool = False, keyframes: dict[int, SmplxMotion] | None = None, **kw) -> SmplxMotion:
         """Speech (N,) float at `sample_rate` -> motion of round(duration × fps) frames.
 
         options / keyword arguments: see `SampleOptions` (e.g. `generate(wave, sr, seed=0)`).
-        checked: the speech was already validated (`load_audio` does). A result that is not
-        finite everywhere is an error, never returned.
+        checked: the speech was already validated (`load_audio` does). keyframes: frame ->
+        pose the motion passes through (see `keyframe_targets`). A result that is not finite
+        everywhere is an error, never returned.
         """
         opts = SampleOptions.of(options, **kw)
         self.check_options(opts)
-        feats = self.sample_features(self.audio_features(wave, sample_rate, checked), opts)
+        feats = self.sample_features(self.audio_features(wave, sample_rate, checked), opts, keyframes)
         if not np.isfinite(feats).all():
             raise CospeechError("the model produced non-finite motion (NaN or infinity); "
                                 "nothing was written — check the options and the model's weights")

@@ -9,6 +9,7 @@ or a failed write is reported (one line naming the file) and the other inputs st
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from .audio import load_audio
 from .errors import CospeechError
 from .export import DEFAULT_FORMATS, export, parse_formats
 from .generator import MotionGenerator, SampleOptions, load_model
+from .motion import SmplxMotion
 
 
 @dataclass
@@ -44,10 +46,57 @@ def output_folder(out: str | Path) -> Path:
     return out
 
 
+def read_pose(spec: str | Path, base: Path | None = None) -> SmplxMotion:
+    """'FILE[:FRAME]' -> a one-frame motion: frame FRAME (default 0; negative from the end) of an
+    SMPL-X npz with BEAT2 key names (as `cospeech generate` writes and BEAT2 ships).
+    A relative FILE is taken from `base` when given."""
+    from .data.base import Take
+    from .data.folder import load_motion
+
+    text = str(spec)
+    path, frame = text, 0
+    head, sep, tail = text.rpartition(":")
+    if sep and tail.lstrip("-").isdigit():
+        path, frame = head, int(tail)
+    path = Path(path)
+    if base is not None and not path.is_absolute():
+        path = base / path
+    if path.suffix != ".npz":
+        raise CospeechError(f"{path}: poses are read from SMPL-X .npz files (BEAT2 key names)")
+    if not path.is_file():
+        raise CospeechError(f"{path}: no such pose file")
+    motion = load_motion(Take("pose", path.stem, "", "", path, path))
+    idx = frame + motion.n_frames if frame < 0 else frame
+    if not 0 <= idx < motion.n_frames:
+        raise CospeechError(f"{path}: has {motion.n_frames} frames; frame {frame} does not exist")
+    return motion.crop(idx, idx + 1)
+
+
+def read_keyframes(path: str | Path) -> dict[int, SmplxMotion]:
+    """A JSON object {"FRAME": "FILE[:FRAME]", ...} (files relative to the JSON's folder) ->
+    frame -> pose; negative frames count from the end of the generated motion."""
+    path = Path(path)
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CospeechError(f"{path}: cannot read keyframes ({err})") from None
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise CospeechError(f'{path}: keyframes must be a JSON object {{"frame": "pose.npz[:frame]", ...}}')
+    out = {}
+    for key, pose in table.items():
+        try:
+            frame = int(key)
+        except ValueError:
+            raise CospeechError(f"{path}: keyframe {key!r} is not a frame number") from None
+        out[frame] = read_pose(pose, path.parent)
+    return out
+
+
 def generate_files(
     model: MotionGenerator | str | Path | None, inputs, out_dir: str | Path,
     formats: tuple[str, ...] | str = DEFAULT_FORMATS, options: SampleOptions | None = None,
     log: Callable[[str], None] = print, error: Callable[[str], None] | None = None,
+    keyframes: dict[int, SmplxMotion] | None = None,
 ) -> GenerateReport:
     """Generate motion for each speech file into `out_dir` as <stem>.<format>.
 
@@ -55,6 +104,7 @@ def generate_files(
     `EXPORTERS` (or 'npz,bvh'). Problems that concern every input (unknown format or speaker,
     bad options, colliding names, an output path that is a file) raise before any work; a
     problem with one input is reported through `error` and in the returned report.
+    keyframes: frame -> pose every input's motion passes through (see `read_keyframes`).
     """
     inputs = [Path(p) for p in inputs]
     formats = parse_formats(formats)
@@ -72,7 +122,7 @@ def generate_files(
         try:
             t0 = time.perf_counter()
             wave = load_audio(path, sr)
-            motion = gen.generate(wave, sr, options, checked=True)
+            motion = gen.generate(wave, sr, options, checked=True, keyframes=keyframes)
             t_gen = time.perf_counter() - t0
             written = export(motion, formats, out, path.stem, audio=(wave, sr), title=path.stem)
         except CospeechError as err:

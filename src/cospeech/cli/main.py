@@ -24,7 +24,7 @@ def example_speech() -> Path:
 # -- generate ------------------------------------------------------------------------------
 def _generate(args) -> int:
     from ..generator import SampleOptions
-    from ..pipeline import generate_files
+    from ..pipeline import generate_files, read_keyframes, read_pose
 
     inputs = [Path(p) for p in args.audio]
     if args.example:
@@ -33,8 +33,12 @@ def _generate(args) -> int:
         raise CospeechError("no speech given: name audio files, or pass --example for the bundled sample")
     options = SampleOptions(steps=args.steps, sampler=args.sampler, guidance=args.guidance, seed=args.seed,
                             speaker=args.speaker, device=args.device, dtype=args.dtype)
+    keyframes = read_keyframes(args.keyframes) if args.keyframes else {}
+    for frame, pose in ((0, args.start_pose), (-1, args.end_pose)):
+        if pose:
+            keyframes[frame] = read_pose(pose)
     report = generate_files(args.model, inputs, args.out, args.formats, options,
-                            error=lambda msg: print(f"cospeech: error: {msg}", file=sys.stderr))
+                            error=lambda msg: print(f"cospeech: error: {msg}", file=sys.stderr), keyframes=keyframes)
     return 0 if report.ok else 1
 
 
@@ -157,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated files to write (default: %(default)s): "
                         + "; ".join(f"{e.name}: {e.description}" for e in EXPORTERS.values()))
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    g.add_argument("--start-pose", metavar="FILE[:FRAME]", default=None,
+                   help="begin in this pose: a frame (default 0) of an SMPL-X npz, e.g. the end of a previous clip (out.npz:-1)")
+    g.add_argument("--end-pose", metavar="FILE[:FRAME]", default=None, help="end in this pose (as --start-pose)")
+    g.add_argument("--keyframes", metavar="FILE", default=None,
+                   help='JSON {"FRAME": "pose.npz[:FRAME]", ...}: poses to pass through (negative FRAME counts from the end)')
     g.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="network precision (default: float32)")
     g.set_defaults(func=_generate)
 
