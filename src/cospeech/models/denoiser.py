@@ -41,6 +41,7 @@ class DenoiserConfig:
     dropout: float = 0.1
     audio_kernel: int = 5
     mixer: dict = field(default_factory=dict)
+    audio_stream: str = "audio"  # the Condition stream the input tokens read (see `grid_audio`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,7 +53,12 @@ class DenoiserConfig:
 
 class Denoiser(nn.Module):
     """x_t: (B, T, D), t: (B,), cond: Condition with audio (B, T, C), mask: (B, T) bool (True =
-    real frame) or None -> prediction (B, T, D) (ε, x0 or v, as the diffusion config says)."""
+    real frame) or None -> prediction (B, T, D) (ε, x0 or v, as the diffusion config says).
+
+    What the network reads from the condition is `grid_audio` (the stream `cfg.audio_stream`),
+    the speaker and `keep`; a backbone that reads other streams or style overrides `grid_audio`
+    or `forward` in its own file.
+    """
 
     def __init__(self, cfg: DenoiserConfig, make_mixer: Callable[[DenoiserConfig], nn.Module]):
         super().__init__()
@@ -69,14 +75,32 @@ class Denoiser(nn.Module):
         )
         self.final = FinalLayer(w, cfg.motion_dim)
 
+    def grid_audio(self, cond: Condition) -> torch.Tensor:
+        """(B, T, C) speech features on the motion grid: `cond.audio` for the stream "audio" (the
+        default), else the named stream, which must already be on the motion grid (map it with
+        `Stream.to_motion_grid`)."""
+        name = self.cfg.audio_stream
+        if name == "audio":
+            return cond.audio
+        if name not in cond.streams:
+            raise CospeechError(f"this denoiser reads the stream {name!r}; the condition has {sorted(cond.streams)}")
+        stream = cond.streams[name]
+        if stream.feats.shape[1] != cond.audio.shape[1]:
+            raise CospeechError(f"stream {name!r} has {stream.feats.shape[1]} frames at {stream.rate:g} Hz, not the "
+                                f"{cond.audio.shape[1]} motion frames; map it with Stream.to_motion_grid")
+        return stream.feats
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, d = x.shape
-        assert d == self.cfg.motion_dim and cond.audio.shape[:2] == (b, n), "x (B, T, D) and audio (B, T, C) must agree"
+        if cond.style is not None:
+            raise CospeechError(f"this {self.cfg.backbone} denoiser takes no style; leave Condition.style None")
+        audio = self.grid_audio(cond)  # (B, T, C)
+        assert d == self.cfg.motion_dim and audio.shape[:2] == (b, n), "x (B, T, D) and audio (B, T, C) must agree"
         keep = cond.kept()
         spk = torch.where(keep & (cond.speaker >= 0), cond.speaker, self.cfg.n_speakers)  # (B,)
         c = self.t_embed(t) + self.speaker(spk)  # (B, W)
         if torch.is_grad_enabled():
-            h = self._tokens(x, cond.audio, keep, 0, n)  # (B, T, W)
+            h = self._tokens(x, audio, keep, 0, n)  # (B, T, W)
             for block in self.blocks:
                 h = block(h, c, mask)  # (B, T, W)
             return self.final(h, c)  # (B, T, D)
@@ -85,7 +109,7 @@ class Denoiser(nn.Module):
         if all(getattr(block.mixer, "streams", False) for block in self.blocks):
             states = [None] * len(self.blocks)
             for s, e in pieces:
-                h = self._tokens(x, cond.audio, keep, s, e)  # (B, e-s, W)
+                h = self._tokens(x, audio, keep, s, e)  # (B, e-s, W)
                 piece_mask = None if mask is None else mask[:, s:e]
                 for i, block in enumerate(self.blocks):
                     h, states[i] = block.step(h, c, states[i], piece_mask)
@@ -93,7 +117,7 @@ class Denoiser(nn.Module):
             return out
         h = x.new_empty(b, n, self.cfg.width)
         for s, e in pieces:
-            h[:, s:e] = self._tokens(x, cond.audio, keep, s, e)
+            h[:, s:e] = self._tokens(x, audio, keep, s, e)
         for block in self.blocks:
             h = block(h, c, mask)
         for s, e in pieces:
