@@ -1,15 +1,23 @@
+import json
 import pickle
+import shutil
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from cospeech.audio import load_audio
+from cospeech.audio import AudioFeatureConfig, load_audio
+from cospeech.audio.extractors import LogMel, SpeechFeatures, build_extractor, describe, stream_key
 from cospeech.data import ADAPTERS, load_cache, prepare
+from cospeech.data.cache import sha256_file
 from cospeech.data.unpickle import load_pickle
 from cospeech.errors import CospeechError
+from cospeech.models.condition import Stream
 
 from .conftest import BEAT2, BEAT2_TAKE, SHOW, SHOW_CLIPS, need_data
 
@@ -139,3 +147,154 @@ def test_prepare_rejects_bad_sources(tmp_path):
         prepare("zeggs", tmp_path, tmp_path / "c")
     with pytest.raises(CospeechError, match="not a feature cache"):
         load_cache(tmp_path)
+
+
+def test_each_data_module_imports_alone():
+    """No import cycle: each module of the data layer can be the first of the package imported
+    (one fresh process; the package is dropped from sys.modules before each, torch is kept)."""
+    import subprocess
+    import sys
+
+    modules = ["cospeech.data", "cospeech.data.cache", "cospeech.data.adapters", "cospeech.data.base",
+               "cospeech.data.beat2", "cospeech.data.show", "cospeech.data.folder", "cospeech.data.unpickle",
+               "cospeech.audio.extractors"]
+    code = f"""
+import importlib, sys, traceback
+import numpy, torch
+for m in {modules!r}:
+    for k in [k for k in sys.modules if k.split(".")[0] == "cospeech"]:
+        del sys.modules[k]
+    try:
+        importlib.import_module(m)
+    except Exception:
+        print(m, traceback.format_exc().splitlines()[-1])
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0 and not run.stdout, run.stdout + run.stderr
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A learned encoder in miniature: speech frames at 50 Hz times a weights matrix from a file."""
+
+    NAME: ClassVar[str] = "projection"
+    weights: str
+    sample_rate: ClassVar[int] = 16000
+    rate: ClassVar[float] = 50.0
+    start: ClassVar[float] = 0.0
+    dim: ClassVar[int] = 2
+
+    def config(self) -> dict:
+        return {"weights": self.weights}
+
+    @classmethod
+    def from_config(cls, d: dict) -> "Projection":
+        return cls(**d)
+
+    def weights_sha256(self) -> str:
+        return sha256_file(Path(self.weights))
+
+    def __call__(self, wave, fps, n_frames):
+        frames = wave[: len(wave) // 320 * 320].reshape(-1, 320)  # (Ta, 320)
+        return np.abs(frames) @ np.load(self.weights)  # (Ta, 2)
+
+
+def test_stream_keys_follow_config_and_weights(tmp_path):
+    assert stream_key(LogMel()) == stream_key(LogMel(n_mels=80)) != stream_key(LogMel(n_mels=40))
+    assert stream_key(SpeechFeatures()).startswith("speech-") and stream_key(LogMel()).startswith("logmel-")
+    assert stream_key(SpeechFeatures()) != stream_key(SpeechFeatures(AudioFeatureConfig(n_mels=40)))
+    w = tmp_path / "w.npy"
+    np.save(w, np.ones((320, 2), np.float32))
+    before = stream_key(Projection(str(w)))
+    assert stream_key(Projection(str(w))) == before
+    np.save(w, np.full((320, 2), 2.0, np.float32))  # same path and config, other weights
+    assert stream_key(Projection(str(w))) != before
+    rec = describe(LogMel(n_mels=40))
+    assert rec["rate"] == 100.0 and rec["start"] == -0.005 and rec["dim"] == 40
+    assert build_extractor(rec) == LogMel(n_mels=40)
+    with pytest.raises(CospeechError, match="unknown feature extractor 'hubert9'"):
+        build_extractor({"extractor": "hubert9", "config": {}})
+    with pytest.raises(CospeechError, match="bad logmel settings"):
+        build_extractor({"extractor": "logmel", "config": {"n_bins": 3}})
+
+
+def test_a_second_stream_computes_only_itself(cache_dir, data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "cache"
+    shutil.copytree(cache_dir, out)
+    files = sorted((out / "takes").glob("*.npz")) + sorted((out / "streams").glob("*/*.npy"))
+    assert len(files) == 14  # seven takes: motion and the "audio" stream each
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    calls = {"motion": 0, "speech": 0, "logmel": 0}
+
+    def counting(name, fn):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapped
+
+    logmel = LogMel.__call__
+    monkeypatch.setattr(ADAPTERS["show"], "load_motion", counting("motion", ADAPTERS["show"].load_motion))
+    monkeypatch.setattr(SpeechFeatures, "__call__", counting("speech", SpeechFeatures.__call__))
+    monkeypatch.setattr(LogMel, "__call__", counting("logmel", LogMel.__call__))
+    index = prepare("show", data_dir / "show", out, window=60, stride=10, progress=False, streams={"mel": LogMel()})
+    assert calls == {"motion": 0, "speech": 0, "logmel": 7}  # the BEAT2 take in the folder too
+    assert {p: p.stat().st_mtime_ns for p in files} == stamps
+    assert set(index["streams"]) == {"audio", "mel"} and index["streams"]["mel"]["key"] == stream_key(LogMel())
+
+    cache = load_cache(out)
+    assert set(cache.streams) == {"audio", "mel"}
+    wave = load_audio(Path(cache.takes[0].meta["audio_path"]))
+    for t in cache.takes:
+        if t.meta["dataset"] == "show":
+            assert t.streams["mel"].shape == (1001, 80) and set(t.streams) == {"mel"}  # 10 s at 100 Hz, centred
+    np.testing.assert_allclose(cache.takes[0].streams["mel"], logmel(LogMel(), wave, 30.0, 300), rtol=1e-6)
+    # a later run keeps the stream without being told, and a changed config replaces it
+    prepare("show", data_dir / "show", out, window=60, stride=10, progress=False)
+    assert calls["logmel"] == 7 and set(load_cache(out).streams) == {"audio", "mel"}
+    prepare("show", data_dir / "show", out, window=60, stride=10, progress=False, streams={"mel": LogMel(n_mels=40)})
+    assert calls == {"motion": 0, "speech": 0, "logmel": 14}
+    assert load_cache(out).takes[-1].streams["mel"].shape == (1001, 40)
+    assert sorted(p.name for p in (out / "streams").iterdir()) == sorted([stream_key(SpeechFeatures()), stream_key(LogMel(n_mels=40))])
+    with pytest.raises(CospeechError, match="stream name 'audio'"):
+        prepare("show", data_dir / "show", out, streams={"audio": LogMel()})
+
+
+def test_stream_window_maps_onto_the_take_motion_grid(cache_dir, data_dir, tmp_path):
+    out = tmp_path / "cache"
+    shutil.copytree(cache_dir, out)
+    prepare("show", data_dir / "show", out, window=60, stride=10, progress=False, streams={"mel": LogMel(n_mels=8)})
+    cache = load_cache(out)
+    take = cache.takes[2]
+    rec = cache.streams["mel"]
+    whole = Stream(torch.from_numpy(take.streams["mel"])[None], rec["rate"], rec["start"]).to_motion_grid(300, 30.0)[0]
+    for start in (0, 7, 100, 280):
+        feats, offset = cache.stream_window(2, "mel", start, 20)
+        assert len(feats) <= 20 / 30 * 100 + 2
+        win = Stream(torch.from_numpy(feats)[None], rec["rate"], offset).to_motion_grid(20, 30.0)[0]
+        torch.testing.assert_close(win, whole[start : start + 20], rtol=1e-5, atol=1e-4)
+    feats, offset = cache.stream_window(2, "audio", 7, 20)
+    assert offset == 0.0 and np.array_equal(feats, take.audio[7:27])
+
+
+def test_version_3_caches_still_load(cache_dir, tmp_path, data_dir):
+    """The layout before streams: audio inside each take's npz, no `streams` in the index."""
+    new = load_cache(cache_dir, split="train")
+    old = tmp_path / "v3"
+    (old / "takes").mkdir(parents=True)
+    index = json.loads((cache_dir / "index.json").read_text())
+    index["version"] = 3
+    del index["streams"]
+    for t in new.takes:
+        np.savez(old / "takes" / f"{t.meta['key']}.npz", motion=t.motion, audio=t.audio, mask=t.mask, onsets=t.onsets)
+    (old / "index.json").write_text(json.dumps(index))
+    cache = load_cache(old, split="train")
+    assert len(cache.takes) == len(new.takes) == 7 and set(cache.streams) == {"audio"}
+    for a, b in zip(cache.takes, new.takes):
+        assert np.array_equal(a.audio, b.audio) and np.array_equal(a.motion, b.motion) and a.streams == {}
+    assert cache.streams["audio"] == new.streams["audio"] and cache.data_hash == new.data_hash
+    with pytest.raises(CospeechError, match="cache version 3"):
+        prepare("show", data_dir / "show", old, progress=False)
+    index["version"] = 2
+    (old / "index.json").write_text(json.dumps(index))
+    with pytest.raises(CospeechError, match="cache version 2"):
+        load_cache(old)

@@ -1,34 +1,45 @@
-"""The feature cache: each take's motion features and speech features on one frame grid.
+"""The feature cache: each take's motion features and its speech feature streams.
 
-`prepare` reads a dataset through its adapter and writes, per take, `takes/<key>.npz` with
-motion (T, D), audio (T, C), the channel mask (D,) and speech onset times, where the key is
-the sha256 of the source files' bytes, the feature settings and the cache version. A second run finds every key on disk
-and only re-reads `index.json` (sources unchanged in size and mtime are not even re-hashed).
-Several datasets can share one cache folder, as long as they share fps and feature settings.
+`prepare` reads a dataset through its adapter and writes, per take,
+  takes/<key>.npz                   motion (T, D), the channel mask (D,), speech onset times (K,);
+  streams/<stream>/<key>.npy        one file per feature stream, (Ta, C) float32,
+where <key> is the sha256 of the source files' bytes, the motion and onset settings and the cache
+version, and <stream> is `audio.extractors.stream_key`: the extractor's name and a hash of its
+configuration (and weights, for learned encoders). Every cache holds the stream "audio" (speech
+features on the motion grid); `prepare(..., streams={"mel": LogMel()})` adds others, and
+computes only the streams and takes whose files are missing. `index.json` records the takes and
+the streams. A second run finds every file on disk and only re-reads `index.json` (sources
+unchanged in size and mtime are not even re-hashed). Several datasets can share one cache
+folder, as long as they share fps and feature settings. Caches of version 3 (audio inside the
+take's npz) still load.
 
-Legend: T frames, D motion channels, C audio channels, W window frames.
+Legend: T frames, D motion channels, C audio channels, Ta frames of a stream, W window frames.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..artifacts import sha256_file
 from ..atomic import atomic_path, write_text
-from ..audio import AudioFeatureConfig, load_audio, speech_features, speech_onsets
+from ..audio import AudioFeatureConfig, load_audio, speech_onsets
+from ..audio.extractors import SpeechFeatures, build_extractor, describe
 from ..errors import CospeechError
 from ..motion import MotionSpec, smplx_flame_spec
-from . import ADAPTERS
+from .adapters import ADAPTERS
 from .base import Take, read_split_csv
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
+READABLE_VERSIONS = (3, 4)
 INDEX = "index.json"
+AUDIO = "audio"  # the stream every cache holds: speech features on the motion grid
 MAX_AUDIO_SHORTFALL_S = 1.0  # audio may end this much before the motion; the motion is then cut
 
 
@@ -57,27 +68,39 @@ def _read_index(out: Path) -> dict | None:
 def prepare(
     dataset: str, src: str | Path, out: str | Path, window: int = 120, stride: int = 10,
     audio_cfg: AudioFeatureConfig = AudioFeatureConfig(), spec: MotionSpec | None = None,
-    split_file: str | Path | None = None, progress: bool = True,
+    split_file: str | Path | None = None, progress: bool = True, streams: dict | None = None,
 ) -> dict:
     """Cache every take of `src` (a `dataset` layout) into `out`; returns the index dict.
 
     split_file: a csv with columns id,type (train/val/test) that overrides the dataset's own
-    split for the takes it names.
+    split for the takes it names. streams: name -> extractor (`audio.extractors`) of feature
+    streams to hold beside "audio"; streams the cache already holds stay and are computed for
+    new takes; a name given with other settings replaces its stream.
     """
     if dataset not in ADAPTERS:
         raise CospeechError(f"unknown dataset layout {dataset!r}; choose from {', '.join(ADAPTERS)}")
     if window < 2 or stride < 1:
         raise CospeechError("window must be ≥ 2 frames and stride ≥ 1")
+    if AUDIO in (streams or {}):
+        raise CospeechError(f"the stream name {AUDIO!r} is the cache's own speech features; choose another name")
     adapter = ADAPTERS[dataset]
     spec = spec or smplx_flame_spec()
     settings = _settings(audio_cfg, spec)
     out = Path(out)
-    (out / "takes").mkdir(parents=True, exist_ok=True)
-    index = _read_index(out) or {**settings, "fps": None, "window": window, "stride": stride, "takes": [], "sources": {}}
+    index = _read_index(out)
+    if index is not None and index.get("version") == 3:
+        raise CospeechError(f"{out}: prepared by an older cospeech (cache version 3); it still loads for training, "
+                            "but prepare into a new folder to add takes or streams")
+    index = index or {**settings, "fps": None, "window": window, "stride": stride, "streams": {}, "takes": [], "sources": {}}
     if {k: index.get(k) for k in settings} != settings:
         raise CospeechError(f"{out}: prepared with other feature settings or cache version; use a new folder")
     index["window"], index["stride"] = window, stride
     sources: dict = index.setdefault("sources", {})
+    extractors = {AUDIO: SpeechFeatures(audio_cfg)}
+    extractors.update({name: build_extractor(rec) for name, rec in index["streams"].items() if name != AUDIO})
+    extractors.update(streams or {})
+    records = {name: describe(ex) for name, ex in extractors.items()}
+    stale = {r["key"] for r in index["streams"].values()} - {r["key"] for r in records.values()}
 
     def file_hash(path: Path) -> str:
         st = path.stat()
@@ -94,34 +117,56 @@ def prepare(
     if split_file is not None:
         split = read_split_csv(Path(split_file))
         found = [replace(t, split=split.get(t.id, t.split)) for t in found]
+    (out / "takes").mkdir(parents=True, exist_ok=True)
     entries = {(e["dataset"], e["id"]): e for e in index["takes"]}
+    done = set()
     from tqdm import tqdm
 
     for take in tqdm(found, desc=f"prepare {dataset}", unit="take", disable=None if progress else True):
         key = _take_key(take, settings, file_hash)
         path = out / "takes" / f"{key}.npz"
-        old = entries.get((take.dataset, take.id))
-        if old and old["key"] == key and path.exists():
-            old["split"] = take.split
-            continue
-        entry = _cache_take(take, adapter, audio_cfg, spec, path)
-        entry["key"] = key
-        entry["source_sha256"] = [file_hash(take.motion_path), file_hash(take.audio_path)]
-        if index["fps"] is None:
-            index["fps"] = entry["fps"]
-        elif abs(index["fps"] - entry["fps"]) > 1e-6:
-            raise CospeechError(
-                f"{take.motion_path}: {entry['fps']} fps, but this cache holds {index['fps']} fps takes; use a new folder"
-            )
-        entries[(take.dataset, take.id)] = entry
+        waves: dict[int, np.ndarray] = {}  # sample rate -> the take's speech, read once
+
+        def wave(rate: int) -> np.ndarray:
+            if rate not in waves:
+                waves[rate] = load_audio(take.audio_path, rate)
+            return waves[rate]
+
+        entry = entries.get((take.dataset, take.id))
+        if entry and entry["key"] == key and path.exists():
+            entry["split"] = take.split
+        else:
+            entry = _cache_motion(take, adapter, audio_cfg, spec, path, wave(audio_cfg.sample_rate))
+            entry["key"] = key
+            entry["source_sha256"] = [file_hash(take.motion_path), file_hash(take.audio_path)]
+            if index["fps"] is None:
+                index["fps"] = entry["fps"]
+            elif abs(index["fps"] - entry["fps"]) > 1e-6:
+                raise CospeechError(
+                    f"{take.motion_path}: {entry['fps']} fps, but this cache holds {index['fps']} fps takes; use a new folder"
+                )
+            entries[(take.dataset, take.id)] = entry
+        _cache_streams(out, entry, extractors, records, wave)
+        done.add((take.dataset, take.id))
+    for entry in entries.values():  # takes of other datasets in this folder get new streams too
+        if (entry["dataset"], entry["id"]) not in done:
+            _cache_streams(out, entry, extractors, records, lambda rate: load_audio(entry["audio_path"], rate))
+    index["streams"] = records
     index["takes"] = sorted(entries.values(), key=lambda e: (e["dataset"], e["id"]))
     write_text(out / INDEX, json.dumps(index, indent=1))
+    for old in stale:  # streams replaced by other settings
+        shutil.rmtree(out / "streams" / old, ignore_errors=True)
     return index
 
 
-def _cache_take(take: Take, adapter, audio_cfg: AudioFeatureConfig, spec: MotionSpec, path: Path) -> dict:
+def _stream_path(root: Path, stream_key: str, take_key: str) -> Path:
+    return root / "streams" / stream_key / f"{take_key}.npy"
+
+
+def _cache_motion(take: Take, adapter, audio_cfg: AudioFeatureConfig, spec: MotionSpec, path: Path,
+                  wave: np.ndarray) -> dict:
+    """Write the take's motion features, channel mask and speech onsets; returns its index entry."""
     motion = adapter.load_motion(take)
-    wave = load_audio(take.audio_path, audio_cfg.sample_rate)
     audio_frames = int(round(len(wave) / audio_cfg.sample_rate * motion.fps))
     t = motion.n_frames
     if audio_frames < t:
@@ -130,18 +175,34 @@ def _cache_take(take: Take, adapter, audio_cfg: AudioFeatureConfig, spec: Motion
         t = audio_frames
         motion = motion.crop(0, t)
     feats = spec.encode(motion)
-    audio = speech_features(wave, motion.fps, n_frames=t, cfg=audio_cfg)
     mask = spec.channel_mask(motion.parts)
     onsets = speech_onsets(wave[: int(round(t / motion.fps * audio_cfg.sample_rate))], audio_cfg)
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, motion=feats, audio=audio, mask=mask, onsets=onsets)
+            np.savez(f, motion=feats, mask=mask, onsets=onsets)
     return {
         "dataset": take.dataset, "id": take.id, "speaker": take.speaker, "split": take.split,
         "fps": motion.fps, "frames": t, "parts": sorted(motion.parts),
         "origin": [float(v) for v in motion.trans[0]],
         "motion_path": str(take.motion_path), "audio_path": str(take.audio_path),
     }
+
+
+def _cache_streams(out: Path, entry: dict, extractors: dict, records: dict, wave) -> None:
+    """Write each stream file of a take that is missing: (Ta, C) float32 from its whole recording.
+    wave(sample_rate) -> (N,) speech."""
+    for name, ex in extractors.items():
+        path = _stream_path(out, records[name]["key"], entry["key"])
+        if path.exists():
+            continue
+        feats = np.asarray(ex(wave(ex.sample_rate), entry["fps"], entry["frames"]), dtype=np.float32)
+        if feats.ndim != 2 or feats.shape[1] != ex.dim or (ex.rate is None and len(feats) != entry["frames"]):
+            raise CospeechError(f"{entry['audio_path']}: stream {name!r} ({ex.NAME}) gave features of shape {feats.shape}, "
+                                f"expected ({entry['frames'] if ex.rate is None else 'Ta'}, {ex.dim})")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, suffix=".npy") as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, feats)
 
 
 @dataclass(eq=False)
@@ -151,6 +212,7 @@ class CachedTake:
     audio: np.ndarray  # (T, C) float32
     mask: np.ndarray  # (D,) bool: channels holding real data
     onsets: np.ndarray  # (K,) speech onset times in seconds
+    streams: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (Ta, C) float32, beside audio
 
     @property
     def n_frames(self) -> int:
@@ -168,6 +230,7 @@ class FeatureCache:
     window: int
     stride: int
     takes: list[CachedTake]
+    streams: dict[str, dict] = field(default_factory=dict)  # name -> its index record (extractor, key, rate, start, dim)
 
     @property
     def speakers(self) -> list[str]:
@@ -192,6 +255,20 @@ class FeatureCache:
             rows += [(i, s) for s in starts]
         return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
 
+    def stream_window(self, take: int, name: str, start: int, length: int) -> tuple[np.ndarray, float]:
+        """The frames of stream `name` that cover motion frames [start, start + length) of take
+        `take`: ((Ta_w, C) float32, the start in seconds of their first frame's interval relative
+        to motion frame `start`), ready for a `models.Stream` (clipped to the recording)."""
+        t = self.takes[take]
+        rec, feats = self.streams[name], t.audio if name == AUDIO else t.streams[name]  # (Ta, C)
+        rate, first = rec["rate"], rec["start"]
+        if rate is None:  # on the motion grid
+            return feats[start : start + length], 0.0
+        eps = 1e-9
+        lo = int(np.clip(np.floor((start / self.fps - first) * rate + eps), 0, len(feats) - 1))
+        hi = int(np.clip(np.ceil(((start + length) / self.fps - first) * rate - eps), lo + 1, len(feats)))
+        return feats[lo:hi], first + lo / rate - start / self.fps
+
 
 def data_hash(takes) -> str:
     """sha256 over `dataset/id:motion-sha256:audio-sha256` of each take, sorted."""
@@ -200,27 +277,38 @@ def data_hash(takes) -> str:
 
 
 def load_cache(path: str | Path, split: str | None = None) -> FeatureCache:
-    """Load `index.json` and the takes of one split (all takes when split is None)."""
+    """Load `index.json` and the takes of one split (all takes when split is None), each with
+    every stream the cache holds."""
     root = Path(path)
     if not root.is_dir():
         raise CospeechError(f"{root}: no such cache folder; run `cospeech prepare` first")
     index = _read_index(root)
     if index is None:
         raise CospeechError(f"{root}: not a feature cache (no {INDEX}); run `cospeech prepare` first")
-    if index.get("version") != CACHE_VERSION:
-        raise CospeechError(f"{root}: cache version {index.get('version')} ≠ {CACHE_VERSION}; prepare it again")
+    version = index.get("version")
+    if version not in READABLE_VERSIONS:
+        raise CospeechError(f"{root}: cache version {version} ≠ {CACHE_VERSION}; prepare it again")
+    audio_cfg = AudioFeatureConfig.from_dict(index["audio"])
+    records = index["streams"] if version >= 4 else {AUDIO: describe(SpeechFeatures(audio_cfg))}
     takes = []
     for e in index["takes"]:
         if split is not None and e["split"] != split:
             continue
-        f = root / "takes" / f"{e['key']}.npz"
-        if not f.exists():
-            raise CospeechError(f"{f}: missing from the cache; run `cospeech prepare` again")
-        with np.load(f, allow_pickle=False) as d:
-            takes.append(CachedTake(e, d["motion"], d["audio"], d["mask"], d["onsets"]))
+        files = [root / "takes" / f"{e['key']}.npz"]
+        if version >= 4:
+            files += [_stream_path(root, rec["key"], e["key"]) for rec in records.values()]
+        for f in files:
+            if not f.exists():
+                raise CospeechError(f"{f}: missing from the cache; run `cospeech prepare` again")
+        with np.load(files[0], allow_pickle=False) as d:
+            motion, mask, onsets = d["motion"], d["mask"], d["onsets"]
+            streams = {AUDIO: d["audio"]} if version == 3 else {}
+        for name, f in zip(records, files[1:]):
+            streams[name] = np.load(f, allow_pickle=False)
+        takes.append(CachedTake(e, motion, streams.pop(AUDIO), mask, onsets, streams))
     if not takes:
         raise CospeechError(f"{root}: no takes" + (f" in split {split!r}" if split else ""))
     return FeatureCache(
-        root, float(index["fps"]), AudioFeatureConfig.from_dict(index["audio"]),
-        MotionSpec.from_dict(index["spec"]), int(index["window"]), int(index["stride"]), takes,
+        root, float(index["fps"]), audio_cfg, MotionSpec.from_dict(index["spec"]), int(index["window"]),
+        int(index["stride"]), takes, records,
     )
