@@ -75,6 +75,8 @@ def test_per_row_start_windows_a_stream():
     for b in range(2):
         torch.testing.assert_close(out[b], grid[starts[b] : starts[b] + w])
     assert win.rows(slice(1, 2)).start.tolist() == [offset[1].item()]
+    both = Condition(torch.zeros(2, w, 0), torch.zeros(2, dtype=torch.long), streams={"m": win}).with_null()
+    assert both.streams["m"].start.tolist() == offset.tolist() * 2
 
 
 def full_condition(b=3, t=10):

@@ -254,7 +254,8 @@ def test_a_second_stream_computes_only_itself(cache_dir, data_dir, tmp_path, mon
     prepare("show", data_dir / "show", out, window=60, stride=10, progress=False, streams={"mel": LogMel(n_mels=40)})
     assert calls == {"motion": 0, "speech": 0, "logmel": 14}
     assert load_cache(out).takes[-1].streams["mel"].shape == (1001, 40)
-    assert sorted(p.name for p in (out / "streams").iterdir()) == sorted([stream_key(SpeechFeatures()), stream_key(LogMel(n_mels=40))])
+    kept = sorted([stream_key(SpeechFeatures()), stream_key(LogMel(n_mels=40))])
+    assert sorted(p.name for p in (out / "streams").iterdir()) == kept  # the replaced stream's files are gone
     with pytest.raises(CospeechError, match="stream name 'audio'"):
         prepare("show", data_dir / "show", out, streams={"audio": LogMel()})
 

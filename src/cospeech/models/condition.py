@@ -92,8 +92,8 @@ class Stream:
 def _cat_streams(a: Stream, b: Stream) -> Stream:
     start = a.start
     if isinstance(a.start, torch.Tensor) or isinstance(b.start, torch.Tensor):
-        n = (a.feats.shape[0], b.feats.shape[0])
-        start = torch.cat([torch.as_tensor(s, dtype=torch.float64, device=a.feats.device).expand(k) for s, k in zip((a.start, b.start), n)])
+        rows = [torch.as_tensor(s.start, dtype=torch.float64, device=a.feats.device).expand(s.feats.shape[0]) for s in (a, b)]
+        start = torch.cat(rows)
     return Stream(torch.cat([a.feats, b.feats]), a.rate, start)
 
 
