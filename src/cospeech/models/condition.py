@@ -97,7 +97,7 @@ def _cat_streams(a: Stream, b: Stream) -> Stream:
     return Stream(torch.cat([a.feats, b.feats]), a.rate, start)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class Condition:
     """audio: (B, T, C) speech features on the motion grid (the stream named "audio"; a backbone
     that reads only other streams may pass (B, T, 0)); speaker: (B,) int64, -1 = none;
