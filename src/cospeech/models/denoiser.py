@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..artifacts import config_from_dict
+from ..errors import CospeechError
 from .blocks import AdaLNBlock, FinalLayer, TimestepEmbedder
 from .condition import Condition
 
