@@ -1,10 +1,26 @@
-"""Hand-crafted speech features on the motion frame grid.
+"""Hand-crafted speech features on the motion frame grid, in bounded memory.
 
-Everything is computed at the analysis hop (10 ms at 16 kHz) with librosa, then averaged onto
-the motion grid: motion frame i covers the time interval [i / fps, (i + 1) / fps), and feature
-frame i is the exact mean of the analysis features over that interval (analysis frame j,
-centred, covers [(j - 0.5) hop, (j + 0.5) hop)). So feature frame i covers motion frame i for
-any pair of rates, 30 fps at a 100 Hz hop included, where a plain index mapping would drift.
+Everything is computed at the analysis hop (10 ms at 16 kHz), then averaged onto the motion
+grid: motion frame i covers the time interval [i / fps, (i + 1) / fps), and feature frame i is
+the exact mean of the analysis features over that interval (analysis frame j, centred, covers
+[(j - 0.5) hop, (j + 0.5) hop)). So feature frame i covers motion frame i for any pair of rates,
+30 fps at a 100 Hz hop included, where a plain index mapping would drift.
+
+The features are librosa's (log-mel, MFCC, onset strength, RMS energy, beats), the values the
+bundled model was trained on, written with numpy alone: importing librosa costs seconds of
+numba compilation, which `cospeech generate` would pay on every run. The tests hold these
+functions to librosa's results on real speech.
+
+Memory. The signal is analysed in blocks of `block_frames` analysis frames (2048, 20 s by
+default) with the few frames of context each feature needs, so log-mel, MFCC, onset strength
+and energy equal the whole-file computation (up to float32 rounding of the same sums). Beats
+need the whole recording (one tempo, one dynamic programme): they are tracked once over the
+onset envelope, 4 bytes per analysis frame, and the tempogram behind the tempo estimate is
+summed in blocks of frames; so beats are identical for any block size. Peak memory beyond the
+caller's signal is the output (T × C float32), about 30 bytes per analysis frame (3 MB per
+hour of speech) and a fixed working set of about 40 MB for the blocks, however long the speech
+(measured by benchmarks/feature_memory.py: about 45 MB above the signal and output for 10 min
+and 2 h; librosa on the whole file took 2.8 GB for 10 min).
 
 Legend: Ta analysis frames, T motion frames, C channels.
 """
@@ -19,8 +35,13 @@ import numpy as np
 from ..artifacts import config_from_dict
 from .io import SAMPLE_RATE, check_speech
 
-# librosa's numba kernels compile on first use; a writable cache makes later runs fast.
-os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "cospeech", "numba"))
+BLOCK_FRAMES = 2048  # analysis frames per block (20.48 s at a 10 ms hop)
+ONSET_CONTEXT = 7  # librosa's onset strength at frame j compares log-mel frames j - 6 and j - 7
+TEMPO_WINDOW_S = 8.0  # autocorrelation window of the tempo estimate (librosa's ac_size)
+TEMPO_BLOCK = 512  # tempogram frames per block
+START_BPM = 120.0  # centre of the log-normal tempo prior
+MAX_BPM = 320.0
+TIGHTNESS = 100.0  # how strictly beats follow the tempo
 
 
 @dataclass(frozen=True)
@@ -63,16 +84,26 @@ def n_motion_frames(n_samples: int, sample_rate: int, fps: float) -> int:
     return int(round(n_samples / sample_rate * fps))
 
 
-def to_motion_grid(frames: np.ndarray, frame_rate: float, n_frames: int, fps: float) -> np.ndarray:
+def n_analysis_frames(n_samples: int, cfg: AudioFeatureConfig) -> int:
+    """Centred analysis frames of a signal of n_samples: one every hop, the first at sample 0."""
+    return 1 + n_samples // cfg.hop_length
+
+
+def to_motion_grid(
+    frames: np.ndarray, frame_rate: float, n_frames: int, fps: float, first: int = 0, offset: int = 0
+) -> np.ndarray:
     """Average centred analysis frames over each motion frame's interval.
 
-    frames: (Ta, C), frame j covering [(j - 0.5) / frame_rate, (j + 0.5) / frame_rate).
-    Returns (n_frames, C) float32; frame i is the mean over [i / fps, (i + 1) / fps). Time past
-    the last analysis frame holds its value.
+    frames: (Ta, C), frames[k] being analysis frame offset + k, which covers
+    [(offset + k - 0.5) / frame_rate, (offset + k + 0.5) / frame_rate). Returns (n_frames, C)
+    float32 for motion frames first … first + n_frames - 1; frame i is the mean over
+    [i / fps, (i + 1) / fps). Time past the last given frame holds its value, so `frames` must
+    reach the end of the recording or the end of the last interval.
     """
     assert frames.ndim == 2, f"expected (Ta, C), got {frames.shape}"
-    edges = np.arange(n_frames + 1, dtype=np.float64) / fps  # seconds
-    pos = edges * frame_rate + 0.5  # in analysis frames, from the start of frame 0's interval
+    edges = np.arange(first, first + n_frames + 1, dtype=np.float64) / fps  # seconds
+    pos = edges * frame_rate + 0.5 - offset  # in given frames, from the start of frames[0]'s interval
+    assert n_frames == 0 or pos[0] >= 0, "the frames start after the first motion frame"
     need = int(np.ceil(pos[-1])) + 1
     f = frames.astype(np.float64)
     if need > len(f):
@@ -91,32 +122,252 @@ def times_to_grid(times: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
     return flags
 
 
-def analysis_frames(wave: np.ndarray, cfg: AudioFeatureConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Frame-level features at the hop rate and the onset envelope.
+# -- spectral features ---------------------------------------------------------------------
+def periodic_hann(n: int) -> np.ndarray:
+    """The periodic Hann window of n points (scipy's get_window('hann', n)), float64."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
 
-    wave: (N,) float32 at cfg.sample_rate. Returns (features (Ta, C - 1), onset (Ta,)); the
-    missing channel is the beat flag, which is placed on the motion grid directly.
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    mel = hz / (200.0 / 3)
+    log_part = 15.0 + np.log(np.maximum(hz, 1000.0) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(hz >= 1000.0, log_part, mel)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    hz = (200.0 / 3) * mel
+    log_part = 1000.0 * np.exp((np.log(6.4) / 27.0) * (np.maximum(mel, 15.0) - 15.0))
+    return np.where(mel >= 15.0, log_part, hz)
+
+
+def mel_filters(cfg: AudioFeatureConfig) -> np.ndarray:
+    """Slaney-normalised triangular mel filters (librosa.filters.mel), (n_mels, n_fft // 2 + 1) float32."""
+    fft_hz = np.fft.rfftfreq(cfg.n_fft, d=1.0 / cfg.sample_rate)
+    mel_hz = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(cfg.sample_rate / 2.0), cfg.n_mels + 2))
+    fdiff = np.diff(mel_hz)
+    ramps = mel_hz[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper)).astype(np.float32)
+    weights *= (2.0 / (mel_hz[2:] - mel_hz[:-2]))[:, None]
+    return weights
+
+
+def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """Orthonormal DCT-II (scipy.fft.dct(norm='ortho')) as an (n_out, n_in) float64 matrix."""
+    k = np.arange(n_out)[:, None]
+    n = np.arange(n_in)[None, :]
+    m = np.cos(np.pi * k * (2 * n + 1) / (2 * n_in)) * np.sqrt(2.0 / n_in)
+    m[0] /= np.sqrt(2.0)
+    return m
+
+
+def centred_frames(wave: np.ndarray, j0: int, j1: int, length: int, hop: int) -> np.ndarray:
+    """Frames j0 … j1 - 1 of `length` samples centred on sample j × hop, zeros outside the signal.
+
+    wave: (N,). Returns (j1 - j0, length), a view of a block-sized buffer.
     """
-    import librosa
+    start = j0 * hop - length // 2
+    stop = (j1 - 1) * hop - length // 2 + length
+    buf = np.zeros(stop - start, dtype=wave.dtype)
+    lo, hi = max(start, 0), min(stop, len(wave))
+    if hi > lo:
+        buf[lo - start: hi - start] = wave[lo:hi]
+    return np.lib.stride_tricks.sliding_window_view(buf, length)[::hop]
 
-    mel = librosa.feature.melspectrogram(
-        y=wave, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-        win_length=cfg.win_length, n_mels=cfg.n_mels, center=True,
-    )
-    logmel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)  # (n_mels, Ta)
-    mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=cfg.n_mfcc)  # (n_mfcc, Ta)
-    onset = librosa.onset.onset_strength(S=logmel, sr=cfg.sample_rate, hop_length=cfg.hop_length)
-    rms = librosa.feature.rms(y=wave, frame_length=cfg.win_length, hop_length=cfg.hop_length, center=True)
-    log_energy = 20.0 * np.log10(np.maximum(rms[0], 1e-5))
-    ta = min(logmel.shape[1], mfcc.shape[1], onset.shape[0], log_energy.shape[0])
+
+def log_mel(wave: np.ndarray, cfg: AudioFeatureConfig, j0: int, j1: int, mel_basis: np.ndarray) -> np.ndarray:
+    """Log-mel power (dB, ref 1, floor 1e-10) of analysis frames j0 … j1 - 1: (j1 - j0, n_mels) float32.
+
+    The power spectrum is librosa's: a periodic Hann window of win_length centred in n_fft,
+    zero padding at the ends, the STFT stored as complex64.
+    """
+    window = np.zeros(cfg.n_fft)
+    left = (cfg.n_fft - cfg.win_length) // 2
+    window[left: left + cfg.win_length] = periodic_hann(cfg.win_length)
+    frames = centred_frames(wave, j0, j1, cfg.n_fft, cfg.hop_length)  # (n, n_fft)
+    spec = np.fft.rfft(frames * window, axis=1).astype(np.complex64)
+    power = np.abs(spec) ** 2  # (n, n_fft // 2 + 1) float32
+    mel = (power.astype(np.float64) @ mel_basis.T.astype(np.float64)).astype(np.float32)  # (n, n_mels)
+    return 10.0 * np.log10(np.maximum(mel, np.float32(1e-10)))
+
+
+def log_energy(wave: np.ndarray, cfg: AudioFeatureConfig, j0: int, j1: int) -> np.ndarray:
+    """RMS energy in dB (floor -100 dB) over win_length samples centred on each frame: (j1 - j0,) float32."""
+    frames = centred_frames(wave, j0, j1, cfg.win_length, cfg.hop_length).astype(np.float64)
+    rms = np.sqrt(np.mean(frames * frames, axis=1)).astype(np.float32)
+    return 20.0 * np.log10(np.maximum(rms, np.float32(1e-5)))
+
+
+def analysis_block(
+    wave: np.ndarray, cfg: AudioFeatureConfig, j0: int, j1: int, mel_basis: np.ndarray, dct: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features of analysis frames j0 … j1 - 1 of the whole signal `wave` (N,).
+
+    Returns (features (j1 - j0, C - 1) float32: log-mel, MFCC, onset strength, log energy;
+    onset (j1 - j0,) float32). The beat flag, the missing channel, needs the whole recording.
+    """
+    c0 = max(j0 - ONSET_CONTEXT, 0)
+    logmel = log_mel(wave, cfg, c0, j1, mel_basis)  # (j1 - c0, n_mels)
+    mfcc = (logmel.astype(np.float64) @ dct.T).astype(np.float32)
+    # librosa's onset strength: mean rise of log-mel from frame j - 7 to j - 6 (0 before frame 7)
+    rise = np.maximum(0.0, np.diff(logmel, axis=0)).mean(axis=1, dtype=np.float64)  # rise[k]: c0 + k -> c0 + k + 1
+    onset = np.zeros(j1 - j0, dtype=np.float32)
+    first = max(j0, ONSET_CONTEXT)
+    onset[first - j0:] = rise[first - ONSET_CONTEXT - c0: j1 - ONSET_CONTEXT - c0]
+    n = j1 - j0
     feats = np.concatenate(
-        [logmel[:, :ta].T, mfcc[:, :ta].T, onset[:ta, None], log_energy[:ta, None]], axis=1
+        [logmel[-n:], mfcc[-n:], onset[:, None], log_energy(wave, cfg, j0, j1)[:, None]], axis=1
     )
-    return feats.astype(np.float32), onset[:ta].astype(np.float32)
+    return feats, onset
+
+
+def onset_envelope(wave: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig(),
+                   block_frames: int = BLOCK_FRAMES) -> np.ndarray:
+    """librosa's onset strength of the log-mel spectrogram, computed in blocks: (Ta,) float32."""
+    ta = n_analysis_frames(len(wave), cfg)
+    mel_basis, dct = mel_filters(cfg), dct_matrix(cfg.n_mfcc, cfg.n_mels)
+    onset = np.empty(ta, dtype=np.float32)
+    for j0 in range(0, ta, block_frames):
+        j1 = min(j0 + block_frames, ta)
+        onset[j0:j1] = analysis_block(wave, cfg, j0, j1, mel_basis, dct)[1]
+    return onset
+
+
+# -- beats ---------------------------------------------------------------------------------
+def _next_fast_len(n: int) -> int:
+    """The smallest 5-smooth integer ≥ n (scipy.fft.next_fast_len for real transforms)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+def tempo(onset_env: np.ndarray, cfg: AudioFeatureConfig, block: int = TEMPO_BLOCK) -> float:
+    """Global tempo in BPM of an onset envelope (Ta,), as librosa.feature.tempo estimates it.
+
+    The mean over frames of the peak-normalised autocorrelation of 8 s Hann-windowed stretches
+    of the envelope, weighted by a log-normal prior around 120 BPM. The tempogram is summed
+    `block` frames at a time, never held whole (librosa's is 800 × Ta).
+    """
+    win = int(TEMPO_WINDOW_S * cfg.sample_rate) // cfg.hop_length
+    n = len(onset_env)
+    padded = np.pad(onset_env, win // 2, mode="linear_ramp", end_values=0)
+    stretches = np.lib.stride_tricks.sliding_window_view(padded, win)  # (n + 1, win) view
+    window = periodic_hann(win)
+    n_pad = _next_fast_len(2 * win - 1)
+    total = np.zeros(win)
+    for t0 in range(0, n, block):
+        x = stretches[t0: min(t0 + block, n)] * window  # (b, win) float64
+        spec = np.fft.rfft(x, n=n_pad, axis=1)
+        ac = np.fft.irfft(spec.real**2 + spec.imag**2, n=n_pad, axis=1)[:, :win]  # autocorrelation
+        peak = np.abs(ac).max(axis=1, keepdims=True)
+        peak[peak < np.finfo(np.float64).tiny] = 1.0
+        total += (ac / peak).sum(axis=0)
+    mean = total / n
+    with np.errstate(divide="ignore"):
+        bpms = np.concatenate([[np.inf], 60.0 * cfg.sample_rate / (cfg.hop_length * np.arange(1.0, win))])
+        logprior = -0.5 * (np.log2(bpms) - np.log2(START_BPM)) ** 2
+    logprior[: int(np.argmax(bpms < MAX_BPM))] = -np.inf
+    return float(bpms[np.argmax(np.log1p(1e6 * mean) + logprior)])
+
+
+def _local_score(onset_norm: np.ndarray, period: float) -> np.ndarray:
+    """The onset envelope smoothed by a Gaussian of ±period frames (librosa's beat local score,
+    including its float32 accumulation and its skipping of frame 0): (Ta,) float32."""
+    k = np.arange(-period, period + 1)
+    window = np.exp(-0.5 * (k * 32.0 / period) ** 2)
+    n, half = len(onset_norm), len(window) // 2
+    src = np.zeros(n + 2 * half, dtype=np.float64)
+    src[half + 1: half + n] = onset_norm[1:]  # src[half + m] = onset[m], onset[0] left out
+    score = np.zeros(n, dtype=np.float32)
+    for i, w in enumerate(window):  # score[i] += w[k] * onset[i + half - k], in order of k
+        score = (score + w * src[2 * half - i: 2 * half - i + n]).astype(np.float32)
+    return score
+
+
+def _beat_dp(score: np.ndarray, period: float, tightness: float) -> tuple[np.ndarray, np.ndarray]:
+    """librosa's beat dynamic programme: each frame's best predecessor between period / 2 and
+    2 period frames back, penalised by the squared log ratio of the gap to the period.
+
+    score: (Ta,) float32. Returns (backlink (Ta,) int64, cumulative score (Ta,) float32). Frames
+    less than period / 2 apart never depend on each other, so they are solved together.
+    """
+    n = len(score)
+    near = int(np.round(np.float32(period) / 2))
+    gaps = np.arange(near, int(2 * period) + 1)  # nearest predecessor first, as librosa searches
+    log_period = np.float64(np.log(np.float32(period)))
+    penalty = tightness * (np.log(gaps) - log_period) ** 2  # (G,)
+    cum = np.zeros(n, dtype=np.float32)
+    back = np.full(n, -1, dtype=np.int64)
+    for c in range(0, n, near):
+        idx = np.arange(c, min(c + near, n))
+        loc = idx[:, None] - gaps[None, :]  # (b, G)
+        cand = np.where(loc >= 0, cum[np.maximum(loc, 0)].astype(np.float64) - penalty, -np.inf)
+        best = np.argmax(cand, axis=1)
+        found = loc[:, 0] >= 0
+        best_score = cand[np.arange(len(idx)), best]
+        cum[idx] = np.where(found, score[idx] + best_score, score[idx]).astype(np.float32)
+        back[idx] = np.where(found, idx - gaps[best], -1)
+    # no beat before the first frame whose score reaches 1 % of the maximum
+    start = int(np.argmax(score >= 0.01 * np.float64(score.max())))
+    back[:start] = -1
+    return back, cum
+
+
+def beat_frames(onset_env: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig()) -> np.ndarray:
+    """Beat frames tracked over an onset envelope (Ta,), as librosa.beat.beat_track tracks them.
+
+    Ellis' dynamic programme at the global tempo, then weak leading and trailing beats trimmed.
+    Memory is a few arrays of Ta (about 30 bytes per frame) and the tempogram's block.
+    """
+    onset_env = np.asarray(onset_env, dtype=np.float32)
+    if len(onset_env) < 2 or not onset_env.any():
+        return np.zeros(0, dtype=np.int64)
+    period = float(np.round(cfg.frame_rate * 60.0 / tempo(onset_env, cfg)))
+    onset_norm = onset_env / (onset_env.std(ddof=1) + np.finfo(np.float32).tiny)
+    score = _local_score(onset_norm, period)
+    back, cum = _beat_dp(score, period, TIGHTNESS)
+
+    # the last beat: the last local maximum of the cumulative score above half their median
+    peaks = np.zeros(len(cum), dtype=bool)
+    peaks[1:-1] = (cum[1:-1] > cum[:-2]) & (cum[1:-1] >= cum[2:])
+    peaks[-1] = cum[-1] > cum[-2]
+    tail = len(cum) - 1
+    if peaks.any():
+        threshold = np.float32(0.5 * np.median(cum[peaks]))
+        above = np.flatnonzero(peaks & (cum >= threshold))
+        tail = int(above[-1]) if len(above) else tail
+    beats = []
+    while tail >= 0:
+        beats.append(tail)
+        tail = int(back[tail])
+    beats = np.asarray(beats[::-1], dtype=np.int64)
+
+    # trim leading and trailing beats weaker than half the RMS of the smoothed beat scores
+    smooth = np.convolve(score[beats], np.hanning(5))[2:]
+    threshold = 0.5 * np.sqrt(np.mean(smooth**2))
+    strong = np.flatnonzero(score > threshold)
+    if len(strong) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return beats[(beats >= strong[0]) & (beats <= strong[-1])]
+
+
+def beat_times(onset_env: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig()) -> np.ndarray:
+    """Beat times in seconds tracked from the onset envelope (Ta,)."""
+    return beat_frames(onset_env, cfg) * cfg.hop_length / float(cfg.sample_rate)
 
 
 def onset_times(onset_env: np.ndarray, cfg: AudioFeatureConfig) -> np.ndarray:
-    """Onset times in seconds picked from the onset envelope (Ta,)."""
+    """Onset times in seconds picked from the onset envelope (Ta,) by librosa's peak picker."""
+    # librosa's numba kernels compile on first use; a writable cache makes later runs fast.
+    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "cospeech", "numba"))
     import librosa
 
     return librosa.onset.onset_detect(
@@ -124,36 +375,50 @@ def onset_times(onset_env: np.ndarray, cfg: AudioFeatureConfig) -> np.ndarray:
     )
 
 
-def beat_times(onset_env: np.ndarray, cfg: AudioFeatureConfig) -> np.ndarray:
-    """Beat times in seconds tracked from the onset envelope (Ta,)."""
-    import librosa
-
-    _, beats = librosa.beat.beat_track(
-        onset_envelope=onset_env, sr=cfg.sample_rate, hop_length=cfg.hop_length, units="time"
-    )
-    return np.asarray(beats, dtype=np.float64)
-
-
 def speech_onsets(wave: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig()) -> np.ndarray:
     """Onset times (s) of mono speech (N,) at cfg.sample_rate, for beat-alignment metrics."""
-    return onset_times(analysis_frames(wave, cfg)[1], cfg)
+    return onset_times(onset_envelope(wave, cfg), cfg)
 
 
 def speech_features(
-    wave: np.ndarray, fps: float, n_frames: int | None = None, cfg: AudioFeatureConfig = AudioFeatureConfig()
+    wave: np.ndarray, fps: float, n_frames: int | None = None, cfg: AudioFeatureConfig = AudioFeatureConfig(),
+    block_frames: int = BLOCK_FRAMES,
 ) -> np.ndarray:
-    """Speech features aligned to the motion grid.
+    """Speech features aligned to the motion grid, in bounded memory.
 
     wave: (N,) float32 mono at cfg.sample_rate. n_frames defaults to round(duration × fps).
     Returns (T, cfg.dim) float32: log-mel, MFCC, onset strength, log energy, beat flag.
+    The signal is analysed `block_frames` analysis frames at a time; beyond the signal and the
+    output, peak memory is ~30 bytes per analysis frame plus a fixed ~40 MB (see the module notes).
     """
     assert wave.ndim == 1, f"expected a mono (N,) signal, got {wave.shape}"
+    assert block_frames > 0, block_frames
     check_speech(wave, cfg.sample_rate)
     if n_frames is None:
         n_frames = n_motion_frames(len(wave), cfg.sample_rate, fps)
-    feats, onset = analysis_frames(wave, cfg)
-    grid = to_motion_grid(feats, cfg.frame_rate, n_frames, fps)
-    beat = times_to_grid(beat_times(onset, cfg), n_frames, fps)
-    out = np.concatenate([grid, beat[:, None]], axis=1)
-    assert out.shape == (n_frames, cfg.dim)
+    ta = n_analysis_frames(len(wave), cfg)
+    rate = cfg.frame_rate
+    mel_basis, dct = mel_filters(cfg), dct_matrix(cfg.n_mfcc, cfg.n_mels)
+    # a block of motion frames reaches back at most one motion frame's span of analysis frames
+    context = int(np.ceil(rate / fps)) + 2
+    out = np.empty((n_frames, cfg.dim), dtype=np.float32)
+    onset = np.empty(ta, dtype=np.float32)
+    done = 0  # motion frames written so far
+    for j0 in range(0, ta, block_frames):
+        j1 = min(j0 + block_frames, ta)
+        c0 = max(j0 - context, 0)
+        feats, onset_blk = analysis_block(wave, cfg, c0, j1, mel_basis, dct)
+        onset[j0:j1] = onset_blk[j0 - c0:]
+        if j1 == ta:  # the last block: every remaining frame (time past the end holds the last value)
+            upto = n_frames
+        else:  # frames whose interval ends before analysis frame j1's: end × rate + 0.5 < j1
+            upto = min(n_frames, int(np.floor(((j1 - 0.5) / rate) * fps)))
+            while upto < n_frames and (upto + 1) / fps * rate + 0.5 < j1:
+                upto += 1
+            while upto > done and upto / fps * rate + 0.5 >= j1:
+                upto -= 1
+        if upto > done:
+            out[done:upto, :-1] = to_motion_grid(feats, rate, upto - done, fps, first=done, offset=c0)
+            done = upto
+    out[:, -1] = times_to_grid(beat_times(onset, cfg), n_frames, fps)
     return out

@@ -1,0 +1,107 @@
+"""The numpy speech features equal the librosa implementation the bundled model was trained on.
+
+`reference_features` is the feature code as it stood before the numpy port (librosa calls on
+the whole file), kept here as the oracle. Tolerances are per channel group: the port computes
+the same sums in a different order (float64 matrix products, where librosa sums in float32).
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from cospeech.audio import AudioFeatureConfig, load_audio, speech_features, speech_onsets
+from cospeech.audio.features import (
+    beat_frames, dct_matrix, mel_filters, n_motion_frames, onset_envelope, tempo, times_to_grid, to_motion_grid,
+)
+
+from .conftest import BEAT2, SHOW_CLIPS, SPEECH, need_data
+
+CFG = AudioFeatureConfig()
+# per channel group: largest absolute difference allowed on the motion grid, a few float32 ulps
+# of the channel's magnitude (measured on every real clip: logmel 7.6e-6 at -100 dB, MFCC
+# 1.2e-4 at ~1000, onset 1.9e-6, log energy 7.6e-6)
+TOLERANCE = {"logmel": 5e-5, "mfcc": 5e-4, "onset": 1e-5, "log_energy": 5e-5}
+
+
+@pytest.fixture(scope="module")
+def librosa():
+    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "cospeech", "numba"))
+    return pytest.importorskip("librosa")
+
+
+def reference_analysis(librosa, wave, cfg=CFG):
+    mel = librosa.feature.melspectrogram(
+        y=wave, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+        win_length=cfg.win_length, n_mels=cfg.n_mels, center=True,
+    )
+    logmel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)  # (n_mels, Ta)
+    mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=cfg.n_mfcc)  # (n_mfcc, Ta)
+    onset = librosa.onset.onset_strength(S=logmel, sr=cfg.sample_rate, hop_length=cfg.hop_length)
+    rms = librosa.feature.rms(y=wave, frame_length=cfg.win_length, hop_length=cfg.hop_length, center=True)
+    log_energy = 20.0 * np.log10(np.maximum(rms[0], 1e-5))
+    ta = min(logmel.shape[1], mfcc.shape[1], onset.shape[0], log_energy.shape[0])
+    feats = np.concatenate([logmel[:, :ta].T, mfcc[:, :ta].T, onset[:ta, None], log_energy[:ta, None]], axis=1)
+    return feats.astype(np.float32), onset[:ta].astype(np.float32)
+
+
+def reference_beats(librosa, onset, cfg=CFG):
+    _, beats = librosa.beat.beat_track(onset_envelope=onset, sr=cfg.sample_rate, hop_length=cfg.hop_length)
+    return np.asarray(beats)
+
+
+def reference_features(librosa, wave, fps, cfg=CFG):
+    n_frames = n_motion_frames(len(wave), cfg.sample_rate, fps)
+    feats, onset = reference_analysis(librosa, wave, cfg)
+    grid = to_motion_grid(feats, cfg.frame_rate, n_frames, fps)
+    beats = reference_beats(librosa, onset, cfg) * cfg.hop_length / float(cfg.sample_rate)
+    return np.concatenate([grid, times_to_grid(beats, n_frames, fps)[:, None]], axis=1)
+
+
+def groups(cfg=CFG):
+    names = cfg.names()
+    return {g: [i for i, n in enumerate(names) if n.startswith(g)] for g in TOLERANCE}
+
+
+def real_clips():
+    need_data()
+    return [SPEECH / "arctic_a0009.wav", BEAT2 / "wave16k" / "2_scott_0_1_1.wav", SHOW_CLIPS[0].with_suffix(".wav")]
+
+
+def test_filters_match_librosa(librosa):
+    import scipy.fft
+
+    np.testing.assert_allclose(mel_filters(CFG), librosa.filters.mel(sr=16000, n_fft=512, n_mels=64), rtol=1e-6, atol=1e-9)
+    x = np.random.default_rng(0).standard_normal((64, 5))
+    np.testing.assert_allclose(dct_matrix(13, 64) @ x, scipy.fft.dct(x, axis=0, norm="ortho")[:13], atol=1e-12)
+
+
+def test_features_match_librosa_on_real_speech(librosa):
+    for path in real_clips():
+        wave = load_audio(path)
+        feats, onset = reference_analysis(librosa, wave)
+        # analysis frames: the onset envelope and the motion-grid features
+        np.testing.assert_allclose(onset_envelope(wave), onset, atol=1e-5, err_msg=str(path))
+        for fps in (15.0, 30.0):
+            ref = reference_features(librosa, wave, fps)
+            ours = speech_features(wave, fps)
+            assert ours.shape == ref.shape
+            for group, cols in groups().items():
+                err = np.abs(ours[:, cols] - ref[:, cols]).max()
+                assert err <= TOLERANCE[group], f"{path.name} {fps} fps {group}: {err}"
+            np.testing.assert_array_equal(ours[:, -1], ref[:, -1], err_msg=f"{path.name} beats")
+
+
+def test_beats_and_tempo_match_librosa(librosa):
+    for path in real_clips():
+        _, onset = reference_analysis(librosa, load_audio(path))
+        bpm = librosa.feature.tempo(onset_envelope=onset, sr=CFG.sample_rate, hop_length=CFG.hop_length)[0]
+        assert tempo(onset, CFG) == pytest.approx(bpm, rel=1e-9), path
+        np.testing.assert_array_equal(beat_frames(onset, CFG), reference_beats(librosa, onset), err_msg=str(path))
+
+
+def test_onsets_match_librosa(librosa):
+    wave = load_audio(real_clips()[1])
+    _, onset = reference_analysis(librosa, wave)
+    ref = librosa.onset.onset_detect(onset_envelope=onset, sr=CFG.sample_rate, hop_length=CFG.hop_length, units="time")
+    np.testing.assert_array_equal(speech_onsets(wave), ref)
