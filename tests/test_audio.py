@@ -96,3 +96,12 @@ def test_features_on_motion_grid_for_real_speech(real_speech):
         feats = speech_features(wave, fps=fps)
         assert feats.shape == (round(len(wave) / sr * fps), AudioFeatureConfig().dim)
         assert np.isfinite(feats).all()
+
+
+def test_non_finite_speech_is_refused(real_speech):
+    wave, sr = real_speech
+    for bad in (np.nan, np.inf, -np.inf):
+        broken = wave.copy()
+        broken[len(wave) // 2] = bad
+        with pytest.raises(CospeechError, match="NaN or infinite"):
+            speech_features(broken, fps=30.0)

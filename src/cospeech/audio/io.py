@@ -41,9 +41,10 @@ def check_speech(wave: np.ndarray, sample_rate: int, name: str = "audio") -> Non
     """
     if wave.size == 0:
         raise CospeechError(f"{name}: contains no samples (zero-length audio)")
-    if not np.all(np.isfinite(wave)):
+    hi, lo = float(wave.max()), float(wave.min())  # NaN propagates; no copy of a long signal
+    if not (np.isfinite(hi) and np.isfinite(lo)):
         raise CospeechError(f"{name}: contains NaN or infinite samples")
-    peak = float(np.abs(wave).max())
+    peak = max(hi, -lo)
     if peak < SILENCE_PEAK:
         raise CospeechError(
             f"{name}: is silent (peak amplitude {peak:.2g}, below {SILENCE_PEAK:g} of full scale)"
