@@ -1,7 +1,10 @@
 """The numpy speech features equal the librosa implementation the bundled model was trained on.
 
 `reference_analysis` and `reference_beats` are the feature code as it stood before the numpy
-port (librosa on the whole file), kept here as the oracle; onsets are librosa's onset_detect. Tolerances are per channel group: the port computes
+port (librosa on the whole file), kept here as the oracle; onsets are librosa's onset_detect.
+Beats are compared exactly: on real speech they are identical. (On an exactly periodic
+synthetic envelope, a one-ulp difference in the envelope can resolve a tie in the beat
+tracker differently; given the same envelope, the tracker is bit-exact.) Tolerances are per channel group: the port computes
 the same sums in a different order (float64 matrix products, where librosa sums in float32).
 """
 
@@ -93,6 +96,11 @@ def test_features_match_librosa_on_real_speech(librosa, clips):
 def test_beats_and_tempo_match_librosa(librosa, clips):
     for name, _, _, onset, beats in clips:
         np.testing.assert_array_equal(beat_frames(onset, CFG), beats, err_msg=name)
+    # a steady tone's onset envelope repeats exactly, so the dynamic programme meets exact ties:
+    # only the same arithmetic as librosa's (float64 throughout) resolves them the same way
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(3 * 16000) / 16000)).astype(np.float32)
+    _, onset = reference_analysis(librosa, tone)
+    np.testing.assert_array_equal(beat_frames(onset, CFG), reference_beats(librosa, onset))
     onset = clips[1][3]  # the 64 s take
     bpm = librosa.feature.tempo(onset_envelope=onset, sr=CFG.sample_rate, hop_length=CFG.hop_length)[0]
     assert tempo(onset, CFG) == pytest.approx(bpm, rel=1e-9)

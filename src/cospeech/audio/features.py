@@ -20,7 +20,7 @@ summed in blocks of frames; so beats are identical for any block size.
 
 Ceiling: beyond the caller's signal, peak memory is the output (T × C float32, 33 MB per hour
 at 30 fps) plus the larger of a fixed ~45 MB working set for one block and, once the blocks are
-freed, the beat tracker's ~40 bytes per analysis frame (14 MB per hour; it rules past ~3 h).
+freed, the beat tracker's ~60 bytes per analysis frame (20 MB per hour; it rules past ~2 h).
 Measured by benchmarks/feature_memory.py: 43 MB added for 10 min (librosa on the whole file
 added 2.5 GB), 110 MB for 2 h of which 66 MB is the output.
 
@@ -281,15 +281,15 @@ def tempo(onset_env: np.ndarray, cfg: AudioFeatureConfig, block: int = TEMPO_BLO
 
 def _local_score(onset_norm: np.ndarray, period: float) -> np.ndarray:
     """The onset envelope smoothed by a Gaussian of ±period frames (librosa's beat local score,
-    including its float32 accumulation and its skipping of frame 0): (Ta,) float32."""
+    summed in the same order, and like it leaving out frame 0): (Ta,) float64."""
     k = np.arange(-period, period + 1)
     window = np.exp(-0.5 * (k * 32.0 / period) ** 2)
     n, half = len(onset_norm), len(window) // 2
     src = np.zeros(n + 2 * half, dtype=np.float64)
     src[half + 1: half + n] = onset_norm[1:]  # src[half + m] = onset[m], onset[0] left out
-    score = np.zeros(n, dtype=np.float32)
+    score = np.zeros(n)
     for i, w in enumerate(window):  # score[i] += w[k] * onset[i + half - k], in order of k
-        score = (score + w * src[2 * half - i: 2 * half - i + n]).astype(np.float32)
+        score += w * src[2 * half - i: 2 * half - i + n]
     return score
 
 
@@ -297,27 +297,26 @@ def _beat_dp(score: np.ndarray, period: float, tightness: float) -> tuple[np.nda
     """librosa's beat dynamic programme: each frame's best predecessor between period / 2 and
     2 period frames back, penalised by the squared log ratio of the gap to the period.
 
-    score: (Ta,) float32. Returns (backlink (Ta,) int64, cumulative score (Ta,) float32). Frames
+    score: (Ta,) float64. Returns (backlink (Ta,) int64, cumulative score (Ta,) float64). Frames
     less than period / 2 apart never depend on each other, so they are solved together.
     """
     n = len(score)
-    near = int(np.round(np.float32(period) / 2))
+    near = int(np.round(period / 2))
     gaps = np.arange(near, int(2 * period) + 1)  # nearest predecessor first, as librosa searches
-    log_period = np.float64(np.log(np.float32(period)))
-    penalty = tightness * (np.log(gaps) - log_period) ** 2  # (G,)
-    cum = np.zeros(n, dtype=np.float32)
+    penalty = tightness * (np.log(gaps) - np.log(period)) ** 2  # (G,)
+    cum = np.zeros(n)
     back = np.full(n, -1, dtype=np.int64)
     for c in range(0, n, near):
         idx = np.arange(c, min(c + near, n))
         loc = idx[:, None] - gaps[None, :]  # (b, G)
-        cand = np.where(loc >= 0, cum[np.maximum(loc, 0)].astype(np.float64) - penalty, -np.inf)
+        cand = np.where(loc >= 0, cum[np.maximum(loc, 0)] - penalty, -np.inf)
         best = np.argmax(cand, axis=1)
         found = loc[:, 0] >= 0
         best_score = cand[np.arange(len(idx)), best]
-        cum[idx] = np.where(found, score[idx] + best_score, score[idx]).astype(np.float32)
+        cum[idx] = np.where(found, score[idx] + best_score, score[idx])
         back[idx] = np.where(found, idx - gaps[best], -1)
     # no beat before the first frame whose score reaches 1 % of the maximum
-    start = int(np.argmax(score >= 0.01 * np.float64(score.max())))
+    start = int(np.argmax(score >= 0.01 * score.max()))
     back[:start] = -1
     return back, cum
 
@@ -326,14 +325,14 @@ def beat_frames(onset_env: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureCon
     """Beat frames tracked over an onset envelope (Ta,), as librosa.beat.beat_track tracks them.
 
     Ellis' dynamic programme at the global tempo, then weak leading and trailing beats trimmed.
-    Memory is a few arrays of Ta (about 30 bytes per frame) and the tempogram's block.
+    Memory is a few arrays of Ta (about 60 bytes per frame) and the tempogram's block.
     """
     onset_env = np.asarray(onset_env, dtype=np.float32)
     if len(onset_env) < 2 or not onset_env.any():
         return np.zeros(0, dtype=np.int64)
     period = float(np.round(cfg.frame_rate * 60.0 / tempo(onset_env, cfg)))
-    onset_norm = onset_env / (onset_env.std(ddof=1) + np.finfo(np.float32).tiny)
-    score = _local_score(onset_norm, period)
+    onset_norm = onset_env / (onset_env.std(ddof=1) + np.finfo(np.float32).tiny)  # float32, as librosa
+    score = _local_score(onset_norm.astype(np.float64), period)
     back, cum = _beat_dp(score, period, TIGHTNESS)
 
     # the last beat: the last local maximum of the cumulative score above half their median
@@ -342,7 +341,7 @@ def beat_frames(onset_env: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureCon
     peaks[-1] = cum[-1] > cum[-2]
     tail = len(cum) - 1
     if peaks.any():
-        threshold = np.float32(0.5 * np.median(cum[peaks]))
+        threshold = 0.5 * np.median(cum[peaks])
         above = np.flatnonzero(peaks & (cum >= threshold))
         tail = int(above[-1]) if len(above) else tail
     beats = []
@@ -419,7 +418,7 @@ def speech_features(
     wave: (N,) float32 mono at cfg.sample_rate. n_frames defaults to round(duration × fps).
     Returns (T, cfg.dim) float32: log-mel, MFCC, onset strength, log energy, beat flag.
     The signal is analysed `block_frames` analysis frames at a time; beyond the signal, peak
-    memory is the output plus ~45 MB up to ~3 h of speech, 14 MB per hour past that (module notes).
+    memory is the output plus ~45 MB up to ~2 h of speech, 20 MB per hour past that (module notes).
     """
     assert wave.ndim == 1, f"expected a mono (N,) signal, got {wave.shape}"
     assert block_frames > 0, block_frames
