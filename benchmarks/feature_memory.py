@@ -52,7 +52,7 @@ def child(audio: str, minutes: float, fps: float, block_frames: int | None) -> d
         "signal_mb": round(wave.nbytes / 2**20, 1), "output_mb": round(out.nbytes / 2**20, 1),
         "rss_before_mb": round(before, 1), "peak_rss_mb": round(after, 1),
         "features_peak_mb": round(after - before, 1), "seconds": round(seconds, 2),
-        "implementation": features.__file__,
+        "implementation": features.__doc__.splitlines()[0],
     }
 
 

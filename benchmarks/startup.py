@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_to_import_torch": {k: round(v / torch_s, 2) for k, v in seconds.items()},
         }
     report = {
-        "benchmark": "startup", "src": src,
+        "benchmark": "startup",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg()},
         "import_torch_s": round(torch_s, 3),
         "help_s": round(help_s, 3), "help_ratio": round(help_s / torch_s, 2),
