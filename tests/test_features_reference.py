@@ -111,3 +111,18 @@ def test_onsets_match_librosa(librosa, clips):
         ref = librosa.onset.onset_detect(onset_envelope=onset, sr=CFG.sample_rate, hop_length=CFG.hop_length, units="time")
         assert len(ref) > 10
         np.testing.assert_array_equal(speech_onsets(wave), ref, err_msg=name)
+
+
+def test_other_settings_match_librosa(librosa, clips):
+    """Nothing is tied to the default settings: a 20 ms hop, wider frames, other band counts."""
+    cfg = AudioFeatureConfig(n_fft=1024, win_length=800, hop_length=320, n_mels=40, n_mfcc=20)
+    name, wave = clips[0][:2]
+    feats, onset = reference_analysis(librosa, wave, cfg)
+    np.testing.assert_allclose(onset_envelope(wave, cfg, block_frames=50), onset, atol=1e-5, err_msg=name)
+    fps = 30.0
+    n_frames = n_motion_frames(len(wave), cfg.sample_rate, fps)
+    ref = to_motion_grid(feats, cfg.frame_rate, n_frames, fps)
+    ours = speech_features(wave, fps, cfg=cfg, block_frames=50)
+    np.testing.assert_allclose(ours[:, :-1], ref, atol=5e-4)
+    beats = reference_beats(librosa, onset, cfg) * cfg.hop_length / float(cfg.sample_rate)
+    np.testing.assert_array_equal(ours[:, -1], times_to_grid(beats, n_frames, fps))

@@ -37,7 +37,6 @@ from ..artifacts import config_from_dict
 from .io import SAMPLE_RATE, check_speech
 
 BLOCK_FRAMES = 2048  # analysis frames per block (20.48 s at a 10 ms hop)
-ONSET_CONTEXT = 7  # librosa's onset strength at frame j compares log-mel frames j - 6 and j - 7
 TEMPO_WINDOW_S = 8.0  # autocorrelation window of the tempo estimate (librosa's ac_size)
 TEMPO_BLOCK = 512  # tempogram frames per block
 START_BPM = 120.0  # centre of the log-normal tempo prior
@@ -202,6 +201,13 @@ def log_energy(wave: np.ndarray, cfg: AudioFeatureConfig, j0: int, j1: int) -> n
     return 20.0 * np.log10(np.maximum(rms, np.float32(1e-5)))
 
 
+def onset_delay(cfg: AudioFeatureConfig) -> int:
+    """Frames by which librosa's onset strength lags the log-mel rise it measures: the value at
+    frame j is the rise from frame j - d to j - d + 1 (d = 7 at a 10 ms hop: 1 for the
+    difference, 2048 // (2 hop) for its centring of a 2048-sample frame)."""
+    return 1 + 2048 // (2 * cfg.hop_length)
+
+
 def analysis_block(
     wave: np.ndarray, cfg: AudioFeatureConfig, j0: int, j1: int, mel_basis: np.ndarray, dct: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -210,14 +216,15 @@ def analysis_block(
     Returns (features (j1 - j0, C - 1) float32: log-mel, MFCC, onset strength, log energy;
     onset (j1 - j0,) float32). The beat flag, the missing channel, needs the whole recording.
     """
-    c0 = max(j0 - ONSET_CONTEXT, 0)
+    delay = onset_delay(cfg)
+    c0 = max(j0 - delay, 0)
     logmel = log_mel(wave, cfg, c0, j1, mel_basis)  # (j1 - c0, n_mels)
     mfcc = (logmel.astype(np.float64) @ dct.T).astype(np.float32)
-    # librosa's onset strength: mean rise of log-mel from frame j - 7 to j - 6 (0 before frame 7)
+    # librosa's onset strength: mean rise of log-mel from frame j - delay, 0 before frame delay
     rise = np.maximum(0.0, np.diff(logmel, axis=0)).mean(axis=1, dtype=np.float64)  # rise[k]: c0 + k -> c0 + k + 1
     onset = np.zeros(j1 - j0, dtype=np.float32)
-    first = max(j0, ONSET_CONTEXT)
-    onset[first - j0:] = rise[first - ONSET_CONTEXT - c0: j1 - ONSET_CONTEXT - c0]
+    first = min(max(j0, delay), j1)
+    onset[first - j0:] = rise[first - delay - c0: j1 - delay - c0]
     n = j1 - j0
     feats = np.concatenate(
         [logmel[-n:], mfcc[-n:], onset[:, None], log_energy(wave, cfg, j0, j1)[:, None]], axis=1
