@@ -22,7 +22,8 @@ Ceiling: beyond the caller's signal, peak memory is the output (T × C float32, 
 at 30 fps) plus the larger of a fixed ~45 MB working set for one block and, once the blocks are
 freed, the beat tracker's ~60 bytes per analysis frame (20 MB per hour; it rules past ~2 h).
 Measured by benchmarks/feature_memory.py: 43 MB added for 10 min (librosa on the whole file
-added 2.5 GB), 110 MB for 2 h of which 66 MB is the output.
+added 2.5 GB), 110 MB for 2 h of which 66 MB is the output (with a float32 beat tracker; the
+float64 one, exact to librosa, adds ~12 MB at 2 h).
 
 Legend: Ta analysis frames, T motion frames, C channels.
 """
