@@ -5,6 +5,8 @@ Pure functions; every failure is a one-line `CospeechError`.
 
 from __future__ import annotations
 
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,8 @@ from ..errors import CospeechError
 
 SAMPLE_RATE = 16_000  # the rate every feature extractor in cospeech works at
 SILENCE_PEAK = 1e-3  # peak amplitude (full scale = 1.0) below which a recording counts as silent
+MIN_RATE, MAX_RATE = 4_000, 768_000  # sample rates (Hz) a speech recording can plausibly have
+CLIPPED_FRACTION = 0.01  # warn when more than this share of samples sit at full scale
 
 
 def resample(wave: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:
@@ -57,7 +61,9 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Read an audio file of any rate, bit depth and channel count as mono float32.
 
     Returns (N,) float32 at `sample_rate`. Raises `CospeechError` when the path is missing, is
-    not audio, or holds no usable speech (zero-length or silent).
+    not audio, or holds no usable speech (zero-length, silent, non-finite, an implausible rate).
+    Warns (and reads what is there) when a WAV file is shorter than its header says, and when
+    the speech is clipped.
     """
     path = Path(path)
     if not path.exists():
@@ -66,13 +72,52 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise CospeechError(f"{path}: is a folder, not an audio file")
     if path.stat().st_size == 0:
         raise CospeechError(f"{path}: is an empty file, not audio")
+    shortfall = _wav_shortfall(path)
+    if shortfall:
+        warnings.warn(f"{path}: {shortfall}", stacklevel=2)
     try:
         wave, sr = sf.read(str(path), dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         raise CospeechError(f"{path}: not a readable audio file ({_first_line(err)})") from None
+    if not MIN_RATE <= sr <= MAX_RATE:
+        raise CospeechError(f"{path}: implausible sample rate {sr} Hz in the header (expected {MIN_RATE}–{MAX_RATE})")
     wave = to_mono(wave)
     check_speech(wave, sr, name=str(path))
+    peak, clipped = float(np.abs(wave).max()), float(np.mean(np.abs(wave) >= 0.999))
+    if peak > 1.0 + 1e-6:
+        warnings.warn(f"{path}: samples exceed full scale (peak {peak:.3g}); the features will be off", stacklevel=2)
+    elif clipped > CLIPPED_FRACTION:
+        warnings.warn(f"{path}: {clipped:.0%} of the samples are clipped at full scale", stacklevel=2)
     return resample(wave, sr, sample_rate)
+
+
+def _wav_shortfall(path: Path) -> str | None:
+    """For a RIFF WAV file: a sentence when its data chunk declares more bytes than the file
+    holds (a truncated download or copy), which soundfile reads silently as far as it goes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:] != b"WAVE":
+                return None
+            endian = "<" if head[:4] == b"RIFF" else ">"
+            size, pos, byte_rate = path.stat().st_size, 12, 0
+            while pos + 8 <= size:
+                f.seek(pos)
+                chunk, length = struct.unpack(endian + "4sI", f.read(8))
+                if chunk == b"fmt " and length >= 16:
+                    byte_rate = struct.unpack(endian + "HHII", f.read(12))[3]
+                elif chunk == b"data":
+                    available = size - pos - 8
+                    if length <= available or length == 0xFFFFFFFF:  # 0xFFFFFFFF: size unknown (streamed)
+                        return None
+                    if byte_rate > 0:
+                        return (f"truncated: the header declares {length / byte_rate:.2f} s of audio but the file "
+                                f"holds {available / byte_rate:.2f} s; reading what is there")
+                    return f"truncated: the header declares {length} bytes of audio but the file holds {available}"
+                pos += 8 + length + (length & 1)
+    except (OSError, struct.error):
+        return None  # soundfile reports unreadable files
+    return None
 
 
 def _first_line(err: Exception) -> str:
