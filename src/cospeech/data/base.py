@@ -7,6 +7,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import CospeechError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -69,3 +71,24 @@ def warn_skipped(dataset: str, skipped: list[str]) -> None:
     if skipped:
         shown = ", ".join(skipped[:5]) + (" …" if len(skipped) > 5 else "")
         warnings.warn(f"{dataset}: skipped {len(skipped)} take(s) without paired audio: {shown}", stacklevel=3)
+
+
+MAX_FPS = 1000.0  # a motion frame rate above this is a broken file, not a capture
+
+
+def check_motion(motion, path: Path):
+    """Refuse a decoded motion no model should learn from: no frames, an implausible frame
+    rate, or NaN/infinite values (which would silently poison the normalisation statistics).
+    Returns the motion."""
+    if motion.n_frames < 1:
+        raise CospeechError(f"{path}: holds no motion frames")
+    if not motion.fps <= MAX_FPS:
+        raise CospeechError(f"{path}: frame rate {motion.fps:g} fps is implausible (at most {MAX_FPS:g})")
+    arrays = {"poses": motion.poses, "trans": motion.trans, "expressions": motion.expressions,
+              "hand_pca": motion.hand_pca, "betas": motion.betas}
+    for name, a in arrays.items():
+        if a is not None and not np.all(np.isfinite(a)):
+            bad = np.argwhere(~np.isfinite(np.asarray(a)))[0]
+            where = f" (first at frame {bad[0]})" if name != "betas" else ""
+            raise CospeechError(f"{path}: '{name}' holds NaN or infinite values{where}")
+    return motion

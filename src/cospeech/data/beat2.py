@@ -6,13 +6,14 @@ Take ids look like `2_scott_0_1_1`: speaker number, speaker name, then session n
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CospeechError
 from ..motion.smplx import PART_NAMES, SmplxMotion
-from .base import Take, find_audio, read_split_file, require_folder, warn_skipped
+from .base import Take, check_motion, find_audio, read_split_file, require_folder, warn_skipped
 
 NAME = "beat2"
 MOTION_DIR = "smplxflame_30"
@@ -44,6 +45,8 @@ def load_motion(take: Take) -> SmplxMotion:
     try:
         with np.load(take.motion_path, allow_pickle=False) as d:
             poses = d["poses"]
+            if len(poses) == 0:
+                raise CospeechError("holds no motion frames")
             fps = float(d["mocap_frame_rate"]) if "mocap_frame_rate" in d else 30.0
             motion = SmplxMotion(
                 poses=poses.reshape(len(poses), -1, 3),
@@ -53,6 +56,6 @@ def load_motion(take: Take) -> SmplxMotion:
                 betas=d["betas"] if "betas" in d else np.zeros(300, np.float32),
                 parts=frozenset(p for p in PART_NAMES if p != "hands_pca"),
             )
-    except (KeyError, ValueError, OSError) as err:
+    except (KeyError, ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile, CospeechError) as err:
         raise CospeechError(f"{take.motion_path}: not a BEAT2 SMPL-X npz ({err})") from None
-    return motion
+    return check_motion(motion, take.motion_path)

@@ -8,13 +8,14 @@ below the root, else "default".
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CospeechError
 from ..motion.smplx import N_EXPRESSIONS, SmplxMotion
-from .base import Take, find_audio, read_split_file, require_folder, warn_skipped
+from .base import Take, check_motion, find_audio, read_split_file, require_folder, warn_skipped
 
 NAME = "folder"
 
@@ -42,8 +43,8 @@ def _speaker(npz: Path) -> str | None:
     try:
         with np.load(npz, allow_pickle=False) as d:
             return str(d["speaker"]) if "speaker" in d else None
-    except (ValueError, OSError):
-        return None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile):
+        return None  # load_motion reports an unreadable file
 
 
 def load_motion(take: Take) -> SmplxMotion:
@@ -51,6 +52,8 @@ def load_motion(take: Take) -> SmplxMotion:
         with np.load(take.motion_path, allow_pickle=False) as d:
             poses = np.asarray(d["poses"], np.float32)
             t = len(poses)
+            if t == 0:
+                raise CospeechError("holds no motion frames")
             poses = poses.reshape(t, 55, 3)
             parts = {"root_orient", "body", "jaw", "eyes", "hands"}
             trans = np.zeros((t, 3), np.float32)
@@ -63,6 +66,7 @@ def load_motion(take: Take) -> SmplxMotion:
                 expressions[:, : e.shape[1]] = e
                 parts.add("expression")
             fps = float(d["mocap_frame_rate"]) if "mocap_frame_rate" in d else 30.0
-    except (KeyError, ValueError, OSError) as err:
+            motion = SmplxMotion(poses, trans, expressions, fps, parts=frozenset(parts))
+    except (KeyError, ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile, CospeechError) as err:
         raise CospeechError(f"{take.motion_path}: expected SMPL-X 'poses' (T, 165) in this npz ({err})") from None
-    return SmplxMotion(poses, trans, expressions, fps, parts=frozenset(parts))
+    return check_motion(motion, take.motion_path)

@@ -17,7 +17,7 @@ import torch
 from ..errors import CospeechError
 from ..motion.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..motion.smplx import SmplxMotion
-from .base import Take, find_audio, read_split_file, require_folder, warn_skipped
+from .base import Take, check_motion, find_audio, read_split_file, require_folder, warn_skipped
 from .unpickle import load_pickle
 
 NAME = "show"
@@ -62,7 +62,8 @@ def load_motion(take: Take) -> SmplxMotion:
             [np.asarray(d["left_hand_pose"]).reshape(t, -1), np.asarray(d["right_hand_pose"]).reshape(t, -1)], axis=1
         )
         betas = np.asarray(d.get("betas", np.zeros(300)), np.float32).reshape(-1)
-        return SmplxMotion(poses, trans, np.asarray(d["expression"]).reshape(t, -1), FPS,
-                           hand_pca=hand_pca, betas=betas, parts=PARTS)
-    except (KeyError, ValueError, TypeError) as err:
+        motion = SmplxMotion(poses, trans, np.asarray(d["expression"]).reshape(t, -1), FPS,
+                             hand_pca=hand_pca, betas=betas, parts=PARTS)
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError, CospeechError) as err:
         raise CospeechError(f"{take.motion_path}: not a SHOW SMPL-X pickle ({err})") from None
+    return check_motion(motion, take.motion_path)
