@@ -5,6 +5,7 @@ Pure functions; every failure is a one-line `CospeechError`.
 
 from __future__ import annotations
 
+import os
 import struct
 import warnings
 from pathlib import Path
@@ -72,6 +73,8 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise CospeechError(f"{path}: is a folder, not an audio file")
     if path.stat().st_size == 0:
         raise CospeechError(f"{path}: is an empty file, not audio")
+    if not os.access(path, os.R_OK):
+        raise CospeechError(f"{path}: permission denied")
     shortfall = _wav_shortfall(path)
     if shortfall:
         warnings.warn(f"{path}: {shortfall}", stacklevel=2)
