@@ -306,3 +306,16 @@ def test_not_a_pickle_and_missing_files(tmp_path):
         load_pickle(tmp_path / "nope.pkl")
     with pytest.raises(CospeechError, match="is a folder"):
         load_pickle(tmp_path)
+
+
+@pytest.mark.parametrize("case", ["memo index 2**31", "memo index 10**9, protocol 0", "frame of 4 GiB", "bytearray8"])
+def test_allocation_bombs_are_refused_before_unpickling(tmp_path, case):
+    """A few bytes that ask the C unpickler for gigabytes (it allocates before it checks)."""
+    data = {
+        "memo index 2**31": b"\x80\x02K\x01r" + struct.pack("<I", 2**31) + b".",
+        "memo index 10**9, protocol 0": b"I1\np1000000000\n.",
+        "frame of 4 GiB": b"\x80\x04\x95" + struct.pack("<Q", 1 << 32) + b"K\x01.",
+        "bytearray8": b"\x80\x05\x96" + struct.pack("<Q", 3) + b"abc.",
+    }[case]
+    with pytest.raises(CospeechError, match="out of range|frame of|refusing opcode"):
+        load_bytes(tmp_path, data)

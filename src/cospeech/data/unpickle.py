@@ -17,6 +17,7 @@ import collections
 import functools
 import io
 import pickle
+import pickletools
 import struct
 import zipfile
 from pathlib import Path
@@ -176,6 +177,33 @@ def _storage_pid(pid) -> tuple[np.dtype, str, int]:
     return _storage_dtype(stype), key, numel
 
 
+_MEMO_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
+_REFUSED_OPS = {"BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER"}  # out-of-band buffers: no dataset needs them
+
+
+def _check_opcodes(f: io.BytesIO) -> None:
+    """Walk one pickle's opcodes without running them, from f's position.
+
+    The C unpickler allocates before it checks: a memo index of 10**9 (LONG_BINPUT) or a frame
+    of 4 GiB asks for gigabytes from a few bytes of input. Indices and lengths are bounded by
+    the input's size here; truncated or unknown opcodes fail here too.
+    """
+    start, size = f.tell(), len(f.getbuffer())
+    for opcode, arg, _pos in pickletools.genops(f):
+        if opcode.name in _REFUSED_OPS:
+            raise pickle.UnpicklingError(f"refusing opcode {opcode.name}")
+        if opcode.name in _MEMO_OPS and not 0 <= int(arg) <= size:
+            raise pickle.UnpicklingError(f"memo index {arg} is out of range")
+        if opcode.name == "FRAME" and arg > size:
+            raise pickle.UnpicklingError(f"frame of {arg} bytes in {size} bytes of input")
+    f.seek(start)
+
+
+def _load(f: io.BytesIO, storages=None):
+    _check_opcodes(f)
+    return _Unpickler(f, storages).load()
+
+
 class _Unpickler(pickle.Unpickler):
     """Resolves only whitelisted globals; torch storages come from `storages`."""
 
@@ -216,7 +244,7 @@ def _load_torch_bytes(data: bytes):
         return _load_torch_zip(data)
     f = io.BytesIO(data)
     for _ in range(3):  # magic number, protocol version, system info
-        _Unpickler(f).load()
+        _load(f)
     pending: dict[str, tuple[np.dtype, int]] = {}
 
     def storage(pid):
@@ -224,8 +252,8 @@ def _load_torch_bytes(data: bytes):
         pending[key] = (dtype, numel)
         return _Lazy(key)
 
-    result = _Unpickler(f, storages=storage).load()
-    keys = _Unpickler(f).load()
+    result = _load(f, storage)
+    keys = _load(f)
     if not isinstance(keys, list):
         raise pickle.UnpicklingError("legacy torch data: the storage key list is missing")
     arrays = {}
@@ -263,7 +291,7 @@ def _load_torch_zip(data: bytes):
                 )
             return _Storage(np.frombuffer(raw, dtype=dtype).copy())
 
-        return _Unpickler(io.BytesIO(z.read(f"{prefix}/data.pkl")), storages=storage).load()
+        return _load(io.BytesIO(z.read(f"{prefix}/data.pkl")), storage)
 
 
 def _resolve(obj, arrays, done: dict):
@@ -292,8 +320,7 @@ def load_pickle(path: str | Path):
     """Load a dataset pickle with the restricted unpickler; torch tensors become numpy arrays."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            return _plain(_Unpickler(f).load(), {})
+        return _plain(_load(io.BytesIO(path.read_bytes())), {})
     except FileNotFoundError:
         raise CospeechError(f"{path}: no such file") from None
     except IsADirectoryError:
