@@ -64,7 +64,8 @@ def legacy_storage_bytes(values: np.ndarray, storage="FloatStorage", numel=None,
     return (
         pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2) + pickle.dumps(1001, protocol=2)
         + pickle.dumps({"protocol_version": 1001, "little_endian": True}, protocol=2)
-        + dumps(pid) + pickle.dumps(keys if keys is None else list(keys), protocol=2) + struct.pack("<q", count) + values.tobytes()
+        + dumps(pid) + pickle.dumps(keys if keys is None else list(keys), protocol=2)
+        + struct.pack("<q", count) + values.tobytes()
     )
 
 
