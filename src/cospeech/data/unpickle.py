@@ -72,7 +72,6 @@ def _reconstruct(subtype, shape, dtype):
 def _numpy_globals() -> dict[tuple[str, str], object]:
     allowed = {
         ("collections", "OrderedDict"): collections.OrderedDict,
-        ("numpy", "ndarray"): None,  # a fresh _NdarrayClass per lookup
         ("numpy", "dtype"): np.dtype,
     }
     try:
