@@ -112,7 +112,7 @@ _BUNDLED = {}
 @pytest.fixture(autouse=True)
 def bundled_model_once(monkeypatch):
     """`generate` loads the bundled model on every call; load it once for the whole table."""
-    from cospeech import generator
+    from cospeech import generator, pipeline
 
     real = generator.load_model
 
@@ -123,7 +123,8 @@ def bundled_model_once(monkeypatch):
             _BUNDLED["model"] = real(None)
         return _BUNDLED["model"]
 
-    monkeypatch.setattr(generator, "load_model", load_model)
+    for module in (generator, pipeline):
+        monkeypatch.setattr(module, "load_model", load_model)
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
@@ -442,13 +443,14 @@ def _json_damaged(tmp: Path) -> Path:
 
 
 MODEL_ERRORS: dict[str, tuple[Callable[[Path], Path], str]] = {
-    "newer format in model.json": (lambda t: model_copy(t, _set(("format",), 2)), "model format 2 is not 1"),
+    "newer format in model.json": (lambda t: model_copy(t, _set(("format",), 2)),
+                                   "model format 2 was written by a newer cospeech"),
     "weights do not match the config (width)": (lambda t: model_copy(t, _set(("config", "denoiser", "width"), 256)),
                                                 "weights do not fit the config"),
     "weights do not match the config (depth)": (lambda t: model_copy(t, _set(("config", "denoiser", "depth"), 2)),
                                                 "weights do not fit the config"),
-    "weights cut in half": (_cut_weights, "damaged model"),
-    "weights are text": (lambda t: model_copy(t, weights=b"not a tensor file"), "damaged model"),
+    "weights cut in half": (_cut_weights, "cannot read weights"),
+    "weights are text": (lambda t: model_copy(t, weights=b"not a tensor file"), "cannot read weights"),
     "model.json cut short": (_json_damaged, "cannot read model config"),
     "no model at the path": (lambda t: t / "nope", "no such model"),
     "a folder without model.json": (lambda t: (t / "empty").mkdir() or t / "empty", "neither a model folder"),
