@@ -1,0 +1,164 @@
+"""The diffusion core with stand-in networks whose outputs are known: what the sampling loop hands
+the model and does with its answer, and the ε / x0 / v formulas against diffusers' own forward
+process (`add_noise`, `get_velocity`)."""
+
+import pytest
+import torch
+
+from cospeech.diffusion import DiffusionConfig, sample, sample_scheduler, train_scheduler, training_loss
+from cospeech.diffusion.gaussian import predicted_x0
+from cospeech.models import Condition
+
+SAMPLERS = ["ddim", "ddpm", "dpmsolver"]
+
+
+class CleanFromAudio:
+    """An x0-predicting stand-in: the clean motion is the row's audio (zeros for the null
+    condition). Records what it was called with."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, x, t, cond, mask):
+        self.calls.append((x.clone(), t.clone()))
+        return cond.audio * cond.kept()[:, None, None]
+
+
+def audio_rows(b=2, t=8, c=3, scale=1.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Condition(scale * torch.randn(b, t, c, generator=g), torch.zeros(b, dtype=torch.long))
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_clean_samples_far_outside_one_unit_are_not_clipped(sampler):
+    cond = audio_rows(scale=4.0)  # clean motion up to ~10 normalised units
+    assert cond.audio.abs().max() > 5.0
+    # 8 steps of 125 end on the clean sample (with 6, DDIM's last step lands on t = 0, not clean)
+    out = sample(CleanFromAudio(), cond, (2, 8, 3), DiffusionConfig(), gen(), steps=8, sampler=sampler)
+    torch.testing.assert_close(out, cond.audio, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("guidance", [1.0, 2.5])
+def test_the_model_sees_each_scheduler_timestep_once(sampler, guidance):
+    model, cfg = CleanFromAudio(), DiffusionConfig(sample_steps=25)
+    sample(model, audio_rows(), (2, 8, 3), cfg, gen(), steps=7, sampler=sampler, guidance=guidance)
+    sched = sample_scheduler(cfg, sampler)
+    sched.set_timesteps(7)
+    assert len(model.calls) == 7  # the caller's steps, not cfg.sample_steps
+    rows = 2 if guidance == 1.0 else 4  # conditional and null rows in one call
+    for (x, t), expected in zip(model.calls, sched.timesteps):
+        assert t.dtype == torch.long and t.shape == (rows,) and x.shape == (rows, 8, 3)
+        assert (t == int(expected)).all()
+    model.calls.clear()
+    sample(model, audio_rows(), (2, 8, 3), cfg, gen(), sampler=sampler)
+    assert len(model.calls) == 25  # steps default to the config's
+
+
+def test_guidance_extrapolates_from_the_null_condition():
+    cond = audio_rows(b=3)
+    # the null rows predict 0, so u + g (c − u) = g · audio
+    out = sample(CleanFromAudio(), cond, (3, 8, 3), DiffusionConfig(), gen(), steps=5, guidance=2.5)
+    torch.testing.assert_close(out, 2.5 * cond.audio, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_project_is_applied_to_the_noise_and_after_every_step(sampler):
+    model, seen = CleanFromAudio(), []
+
+    def project(x):
+        x = x.clone()
+        x[:, :, 0] = x[:, :, 0].mean(0, keepdim=True)  # stands in for window fusion: rows agree on channel 0
+        seen.append(x)
+        return x
+
+    out = sample(model, audio_rows(), (2, 8, 3), DiffusionConfig(), gen(), steps=5, sampler=sampler, project=project)
+    assert len(seen) == 6  # the initial noise, then after each of the 5 steps
+    sched = sample_scheduler(DiffusionConfig(), sampler)
+    sched.set_timesteps(5)
+    for (x_in, _), projected, t in zip(model.calls, seen, sched.timesteps):
+        torch.testing.assert_close(x_in, sched.scale_model_input(projected, t))  # the model sees the projected x
+    assert out is seen[-1]
+    torch.testing.assert_close(out[0, :, 0], out[1, :, 0])
+    torch.testing.assert_close(out[:, :, 1:], audio_rows().audio[:, :, 1:], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_row_batches_cover_every_row_once(guidance):
+    cond, model = audio_rows(b=5, seed=3), CleanFromAudio()
+    out = sample(model, cond, (5, 8, 3), DiffusionConfig(), gen(), steps=3, guidance=guidance, max_batch=2)
+    per_call = [len(x) for x, _ in model.calls]
+    factor = 1 if guidance == 1.0 else 2
+    assert per_call == [factor * n for n in (2, 2, 1)] * 3
+    torch.testing.assert_close(out, guidance * cond.audio, rtol=1e-5, atol=1e-5)  # each row got its own audio
+    whole = sample(CleanFromAudio(), cond, (5, 8, 3), DiffusionConfig(), gen(), steps=3, guidance=guidance)
+    torch.testing.assert_close(out, whole)
+
+
+def test_initial_noise_is_the_callers():
+    class Echo:
+        """x0 = the model's input: DDIM's first step then keeps x_T."""
+
+        def __call__(self, x, t, cond, mask):
+            return x
+
+    noise = torch.randn(2, 8, 3, generator=gen(7))
+    out = sample(Echo(), audio_rows(), (2, 8, 3), DiffusionConfig(), gen(), steps=1, noise=noise)
+    torch.testing.assert_close(out, noise)
+    drawn = sample(Echo(), audio_rows(), (2, 8, 3), DiffusionConfig(), gen(7), steps=1)
+    torch.testing.assert_close(drawn, noise)  # drawn from the caller's generator
+
+
+def forward_process(seed=0):
+    g = gen(seed)
+    x0 = torch.randn(4, 6, 3, generator=g, dtype=torch.float64)
+    noise = torch.randn(4, 6, 3, generator=g, dtype=torch.float64)
+    return x0, noise, torch.tensor([0, 10, 500, 900])
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "sample", "v_prediction"])
+def test_predicted_x0_inverts_the_forward_process(prediction):
+    cfg = DiffusionConfig(prediction=prediction)
+    sched = train_scheduler(cfg)
+    x0, noise, steps = forward_process()
+    x_t = sched.add_noise(x0, noise, steps)
+    target = {"epsilon": noise, "sample": x0, "v_prediction": sched.get_velocity(x0, noise, steps)}[prediction]
+    torch.testing.assert_close(predicted_x0(target, x_t, steps, cfg, sched), x0, rtol=1e-7, atol=1e-7)
+
+
+class OffByDelta:
+    """Predicts the exact training target plus a known error δ, recovering the noise from x_t,
+    t and the clean motion x0 (float64)."""
+
+    def __init__(self, x0, delta, cfg, sched):
+        self.x0, self.delta, self.cfg, self.ab = x0, delta, cfg, sched.alphas_cumprod.double()
+        self.t = None
+
+    def __call__(self, x_t, t, cond, mask):
+        self.t = t
+        ab = self.ab[t][:, None, None]
+        noise = (x_t - ab.sqrt() * self.x0) / (1 - ab).sqrt()
+        target = {"epsilon": noise, "sample": self.x0,
+                  "v_prediction": ab.sqrt() * noise - (1 - ab).sqrt() * self.x0}[self.cfg.prediction]
+        return target + self.delta
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize("velocity_weight", [0.0, 0.7])
+def test_training_loss_closed_form(prediction, velocity_weight):
+    cfg = DiffusionConfig(prediction=prediction, cond_dropout=0.0, velocity_weight=velocity_weight)
+    sched = train_scheduler(cfg)
+    x0, _, _ = forward_process(1)
+    delta = 0.1 * torch.randn(x0.shape, generator=gen(2), dtype=torch.float64)
+    model = OffByDelta(x0, delta, cfg, sched)
+    loss = training_loss(model, x0, audio_rows(b=4, t=6), cfg, sched, gen(3))
+    ab = model.ab[model.t][:, None, None]
+    # the clean motion implied by the off-by-δ output is off by e
+    e = {"epsilon": -(1 - ab).sqrt() / ab.sqrt() * delta, "sample": delta, "v_prediction": -(1 - ab).sqrt() * delta}[prediction]
+    expected = (delta**2).mean() + velocity_weight * (e.diff(dim=1) ** 2).mean()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    assert len(set(model.t.tolist())) > 1  # steps drawn per row
