@@ -1,5 +1,6 @@
-"""The Mamba-2 backbone against a naive sequential recurrence: piecewise chunked scan, its
-recomputing backward, the streaming step, the mixer's padding, piecewise inference, and the pipeline."""
+"""The Mamba-2 backbone against the readable references of `models.ssd_reference` (the recurrence
+and the all-chunks-at-once SSD): piecewise chunked scan, its recomputing backward, the streaming
+step, the mixer's padding, piecewise inference, and the pipeline."""
 
 import json
 
@@ -12,22 +13,15 @@ from cospeech.errors import CospeechError
 from cospeech.models import BACKBONES, DenoiserConfig, build_denoiser
 from cospeech.models.mamba2 import Mamba2Mixer, Mamba2Options, ScanState, gated_rms_norm
 from cospeech.models.ssd import ssd_scan, ssd_step
+from cospeech.models.ssd_reference import segsum, ssd_minimal, ssd_recurrence
 from cospeech.models.mamba2_ops import Sizes, conv_scan
 
 from .test_diffusion import cond, tiny_model
 
 
-def reference_scan(x, dt, A, b, c, state=None):
-    """The recurrence written out frame by frame (the oracle). x (B, T, H, P), dt (B, T, H),
-    A (H,), b, c (B, T, N), state (B, H, P, N) -> y (B, T, H, P), final state."""
-    bsz, t, h, p = x.shape
-    s = x.new_zeros(bsz, h, p, b.shape[-1]) if state is None else state
-    ys = []
-    for i in range(t):
-        decay = torch.exp(dt[:, i] * A)  # (B, H)
-        s = decay[:, :, None, None] * s + torch.einsum("bhp,bn->bhpn", x[:, i] * dt[:, i, :, None], b[:, i])
-        ys.append(torch.einsum("bhpn,bn->bhp", s, c[:, i]))
-    return torch.stack(ys, dim=1), s
+def reference(x, dt, A, b, c, state=None):
+    """`ssd_minimal` with a chunk length unrelated to the ones under test."""
+    return ssd_minimal(x, dt, A, b, c, 5, state)
 
 
 def scan_inputs(bsz=2, t=37, h=3, p=4, n=5, dtype=torch.float64, seed=0, state=True):
@@ -43,11 +37,29 @@ def scan_inputs(bsz=2, t=37, h=3, p=4, n=5, dtype=torch.float64, seed=0, state=T
     return x, dt, A, b, c, s0
 
 
+def test_segsum_by_hand():
+    inf = float("inf")
+    expected = torch.tensor([[0.0, -inf, -inf], [2.0, 0.0, -inf], [5.0, 3.0, 0.0]])
+    torch.testing.assert_close(segsum(torch.tensor([1.0, 2.0, 3.0])), expected)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 13, 64])
+@pytest.mark.parametrize("t", [1, 13, 37])
+def test_reference_ssd_matches_recurrence(chunk, t):
+    x, dt, A, b, c, s0 = scan_inputs(t=t)
+    y_ref, s_ref = ssd_recurrence(x, dt, A, b, c, s0)
+    y, s = ssd_minimal(x, dt, A, b, c, chunk, s0)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(s, s_ref, rtol=1e-10, atol=1e-10)
+    y0, _ = ssd_recurrence(x, dt, A, b, c)  # no state given: zeros
+    torch.testing.assert_close(ssd_minimal(x, dt, A, b, c, chunk)[0], y0, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("chunk,piece", [(1, 1), (1, 3), (4, 8), (7, 7), (7, 21), (16, 64), (64, 256)])
 @pytest.mark.parametrize("t", [1, 13, 37])
-def test_chunked_scan_matches_recurrence(chunk, piece, t):
+def test_chunked_scan_matches_reference(chunk, piece, t):
     x, dt, A, b, c, s0 = scan_inputs(t=t)
-    y_ref, s_ref = reference_scan(x, dt, A, b, c, s0)
+    y_ref, s_ref = reference(x, dt, A, b, c, s0)
     y, s = ssd_scan(x, dt, A, b, c, chunk, s0, piece)
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(s, s_ref, rtol=1e-10, atol=1e-10)
@@ -55,7 +67,7 @@ def test_chunked_scan_matches_recurrence(chunk, piece, t):
 
 def test_recurrent_step_matches_recurrence():
     x, dt, A, b, c, s0 = scan_inputs(t=21)
-    y_ref, s_ref = reference_scan(x, dt, A, b, c, s0)
+    y_ref, s_ref = ssd_recurrence(x, dt, A, b, c, s0)
     s, ys = s0, []
     for i in range(x.shape[1]):
         y, s = ssd_step(x[:, i], dt[:, i], A, b[:, i], c[:, i], s)
@@ -90,14 +102,14 @@ def test_scan_gradients_match_autograd_of_reference(chunk, piece):
         return [v.grad for v in leaves]
 
     ours = grads(lambda x, dt, A, b, c, s0: ssd_scan(x, dt, A, b, c, chunk, s0, piece))
-    ref = grads(reference_scan)
+    ref = grads(reference)
     for name, a, r in zip(["x", "dt", "A", "b", "c", "state"], ours, ref):
         torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-9, msg=name)
 
 
 def test_scan_float32_long_sequence_close_to_float64_reference():
     x, dt, A, b, c, _ = scan_inputs(bsz=1, t=300, h=2, p=8, n=8, state=False, seed=3)
-    y_ref, _ = reference_scan(x, dt, A, b, c)
+    y_ref, _ = reference(x, dt, A, b, c)
     y, _ = ssd_scan(*(v.float() for v in (x, dt, A, b, c)), 64)
     torch.testing.assert_close(y.double(), y_ref, rtol=1e-4, atol=1e-4)
 

@@ -8,8 +8,9 @@ Shapes (legend: B batch, T frames, H heads, P head dim, N state size, L chunk le
 in a piece): x (B, T, H, P), dt (B, T, H) positive step sizes, A (H,) negative rates, b and c
 (B, T, N) (one group, shared by the heads), state (B, H, P, N).
 
-The SSD algorithm of Mamba-2 (as in `ssd_minimal`): inside a chunk of L frames the output is a
-masked (L × L) product; between chunks only the state passes. `ssd_scan` walks the sequence a
+The SSD algorithm of Mamba-2 (written plainly, all chunks at once, in `ssd_reference`, the
+test oracle): inside a chunk of L frames the output is a masked (L × L) product; between chunks
+only the state passes. `ssd_scan` walks the sequence a
 *piece* of K chunks at a time: the K chunks' (L × L) terms are computed together, the state
 crosses the K chunk borders in a short loop, and only the state crosses piece borders, so the
 largest intermediate is (B, K, H, L, L) whatever T is. `_PiecewiseScan` (training) keeps the
