@@ -10,10 +10,10 @@ in a piece): x (B, T, H, P), dt (B, T, H) positive step sizes, A (H,) negative r
 
 The SSD algorithm of Mamba-2 (written plainly, all chunks at once, in `ssd_reference`, the
 test oracle): inside a chunk of L frames the output is a masked (L × L) product; between chunks
-only the state passes. `ssd_scan` walks the sequence a
-*piece* of K chunks at a time: the K chunks' (L × L) terms are computed together, the state
-crosses the K chunk borders in a short loop, and only the state crosses piece borders, so the
-largest intermediate is (B, K, H, L, L) whatever T is. `_PiecewiseScan` (training) keeps the
+only the state passes. `ssd_scan` walks the sequence a *piece* of K chunks at a time: the K
+chunks' (L × L) terms are computed together, the state crosses the K chunk borders in a short
+loop, and only the state crosses piece borders, so the largest intermediate is (B, K, H, L, L)
+whatever T is. `_PiecewiseScan` (training) keeps the
 inputs and the state at each piece border; backward walks the pieces in reverse, recomputes
 each piece and carries the state gradient. `ssd_step` is the recurrence itself, one frame at a
 time, for streaming.
