@@ -54,3 +54,12 @@ def test_rank_one_covariances_closed_form():
     u, v = np.array([1.0, 2.0, 0.0]), np.array([0.5, -1.0, 3.0])
     expected = u @ u + v @ v - 2 * abs(u @ v)
     assert frechet_distance(np.zeros(3), np.outer(u, u), np.zeros(3), np.outer(v, v)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_tiny_covariances_are_not_mistaken_for_round_off():
+    # FD is homogeneous: scaling every covariance by s scales FD by s, down to s = 1e-20
+    c1, c2 = np.diag([4.0, 1.0]), np.array([[2.0, 0.5], [0.5, 1.0]])
+    fd = frechet_distance(np.zeros(2), c1, np.zeros(2), c2)
+    assert fd > 0.1
+    for s in (1e-6, 1e-20):
+        assert frechet_distance(np.zeros(2), s * c1, np.zeros(2), s * c2) == pytest.approx(s * fd, rel=1e-6)

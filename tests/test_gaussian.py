@@ -7,6 +7,7 @@ import torch
 
 from cospeech.diffusion import DiffusionConfig, sample, sample_scheduler, train_scheduler, training_loss
 from cospeech.diffusion.gaussian import predicted_x0
+from cospeech.errors import CospeechError
 from cospeech.models import Condition
 
 SAMPLERS = ["ddim", "ddpm", "dpmsolver"]
@@ -149,16 +150,44 @@ class OffByDelta:
 
 @pytest.mark.parametrize("prediction", ["epsilon", "sample", "v_prediction"])
 @pytest.mark.parametrize("velocity_weight", [0.0, 0.7])
-def test_training_loss_closed_form(prediction, velocity_weight):
+@pytest.mark.parametrize("masked", [False, True])
+def test_training_loss_closed_form(prediction, velocity_weight, masked):
     cfg = DiffusionConfig(prediction=prediction, cond_dropout=0.0, velocity_weight=velocity_weight)
     sched = train_scheduler(cfg)
     x0, _, _ = forward_process(1)
     delta = 0.1 * torch.randn(x0.shape, generator=gen(2), dtype=torch.float64)
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    if masked:
+        mask[1, 4:] = False
+        mask[3, :2] = False
     model = OffByDelta(x0, delta, cfg, sched)
-    loss = training_loss(model, x0, audio_rows(b=4, t=6), cfg, sched, gen(3))
+    loss = training_loss(model, x0, audio_rows(b=4, t=6), cfg, sched, gen(3), mask=mask if masked else None)
     ab = model.ab[model.t][:, None, None]
     # the clean motion implied by the off-by-δ output is off by e
     e = {"epsilon": -(1 - ab).sqrt() / ab.sqrt() * delta, "sample": delta, "v_prediction": -(1 - ab).sqrt() * delta}[prediction]
-    expected = (delta**2).mean() + velocity_weight * (e.diff(dim=1) ** 2).mean()
+    m = mask[:, :, None].double()  # (B, T, 1); every channel counts
+    pairs = m[:, 1:] * m[:, :-1]  # a velocity counts where both its frames are real
+    expected = (delta**2 * m).sum() / (3 * m.sum()) + velocity_weight * (e.diff(dim=1) ** 2 * pairs).sum() / (3 * pairs.sum())
     assert float(loss) == pytest.approx(float(expected), rel=1e-6)
     assert len(set(model.t.tolist())) > 1  # steps drawn per row
+
+
+def test_schedules_follow_the_config():
+    cfg = DiffusionConfig(train_steps=500)
+    assert len(train_scheduler(cfg).alphas_cumprod) == 500
+    for sampler in SAMPLERS:
+        sched = sample_scheduler(cfg, sampler)
+        assert len(sched.alphas_cumprod) == 500
+        sched.set_timesteps(5)
+        assert int(sched.timesteps[0]) == 499
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(CospeechError, match="unknown sampler 'euler'; choose from ddim, ddpm, dpmsolver"):
+        sample_scheduler(DiffusionConfig(), "euler")
+    with pytest.raises(CospeechError, match=r"sampler must be one of .*'ddim'.*, got 'euler'"):
+        DiffusionConfig(sampler="euler")
+    with pytest.raises(CospeechError, match=r"prediction must be one of .*'epsilon'.*, got 'noise'"):
+        DiffusionConfig(prediction="noise")
+    with pytest.raises(CospeechError, match="steps must be"):
+        sample(CleanFromAudio(), audio_rows(), (2, 8, 3), DiffusionConfig(), gen(), steps=-1)

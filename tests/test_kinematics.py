@@ -6,7 +6,7 @@ import pytest
 from scipy.spatial.distance import pdist
 from scipy.special import erf
 
-from cospeech.metrics import beat_align, feature_diversity
+from cospeech.metrics import beat_align, feature_diversity, jerk
 from cospeech.metrics.kinematics import UPPER_BODY, joint_speed, motion_beats
 
 FPS = 30.0
@@ -99,3 +99,13 @@ def test_feature_diversity_is_the_mean_pairwise_distance(rng):
     hand = np.array([[1.0, 2.0], [4.0, 6.0], [1.0, 5.0]])
     assert feature_diversity(hand) == pytest.approx((5 + np.sqrt(10) + 3) / 3, rel=1e-12)
     assert np.isnan(feature_diversity(f[:1]))
+
+
+def test_jerk_needs_four_frames():
+    t = np.arange(4) / 10.0
+    cubic = np.zeros((4, 1, 3))
+    cubic[:, 0, 2] = 2 * t**3  # third derivative 12
+    assert jerk(cubic, 10.0) == pytest.approx(12.0)
+    assert np.isnan(jerk(cubic[:3], 10.0))
+    # integer positions (3k + c)³: third differences 27 · 6 = 162 per axis
+    assert jerk(np.arange(12).reshape(4, 1, 3) ** 3, 1.0) == pytest.approx(162 * np.sqrt(3))
