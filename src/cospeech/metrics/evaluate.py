@@ -11,9 +11,12 @@ computed for controls:
 The model is conditioned on each take's speaker when it knows that speaker.
 A model that does not beat the random-real-clip and shuffled-audio controls is reported as such.
 
-The protocol — extractor sha256, split and its takes, fps, window, samples, seeds, sampler,
-package version, data and model hashes — is printed with the table and stored in the JSON; its
-own sha256 identifies a comparable evaluation.
+The protocol says what was measured and how: the extractor (sha256 and windows), the split and
+its takes, fps, samples and their seeds, sampler, steps and guidance, and the metric settings.
+Its sha256 identifies a comparable evaluation: two tables are comparable exactly when their
+protocol hashes agree, whichever models they measure. The run record says what was measured:
+the model's sha256, the data hash of the takes' source files, the package version. Both are
+printed with the table and stored in the JSON; only the protocol is hashed.
 """
 
 from __future__ import annotations
@@ -39,12 +42,14 @@ from .frechet import frechet_distance_of
 from .kinematics import UPPER_BODY, beat_align, feature_diversity, jerk, joint_speed, l1_diversity
 
 SYSTEMS = ("model", "ground truth", "mean pose", "random real clip", "shuffled audio")
-# metric name -> (direction, description); direction: "low" better, "high" better, "gt" closer to ground truth
+# metric name -> (direction, description); direction: "low" better, "gt" nearer the ground truth's value
+# better, "gt0" nearer 0 better. BeatAlign is "gt": jittery motion has speed minima everywhere and scores
+# above the ground truth itself, so higher is not better.
 METRICS = {
     "FGD": ("low", "Fréchet gesture distance (evaluator gesture features)"),
     "FED": ("low", "Fréchet expression distance (evaluator face features)"),
     "FMD": ("low", "Fréchet motion distance (both)"),
-    "BeatAlign": ("high", "speech onsets vs upper-body motion beats, σ = 0.3 s"),
+    "BeatAlign": ("gt", "speech onsets vs upper-body motion beats, σ = 0.3 s"),
     "Diversity": ("gt", "mean pairwise distance of gesture features"),
     "L1div": ("gt", "mean |joint − mean pose|, upper body, m"),
     "Jerk": ("gt", "mean |d³p/dt³|, upper body, m/s³"),
@@ -123,12 +128,7 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
         raise CospeechError(f"{cache.root}: prepared with other fps, features or motion spec than the model uses")
     if evaluator.spec != cache.spec:
         raise CospeechError("the evaluator was trained on another motion spec than this cache's")
-    takes = [t for t in cache.takes if t.meta["split"] == split]
-    w = evaluator.cfg.window
-    short = [t.meta["id"] for t in takes if t.n_frames < w]
-    takes = [t for t in takes if t.n_frames >= w]
-    if not takes:
-        raise CospeechError(f"{cache.root}: no {split!r} take of at least {w} frames to evaluate")
+    takes, short = evaluation_takes(cache, split, evaluator.cfg.window)
     clips = [Clip(t, _positions(model, t.motion)) for t in takes]
     gt_feats_each = [evaluator.features(t.motion) for t in takes]
     gt_feats = {k: np.concatenate([f[k] for f in gt_feats_each]) for k in ("gesture", "face", "motion")}
@@ -195,15 +195,41 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
                  for m in METRICS}
         for system, reps in runs.items()
     }
-    protocol = {
-        "cospeech": __version__,
+    protocol = evaluation_protocol(model, evaluator, takes, short, split, samples, seed, steps)
+    run = {"model": {"path": model_path, "sha256": _model_hash(model_path)}, "data_hash": data_hash(takes),
+           "take_keys": {t.meta["id"]: t.meta["key"] for t in takes}, "cospeech": __version__}
+    return {"protocol": protocol, "protocol_sha256": protocol_hash(protocol), "run": run, "metrics": METRICS,
+            "results": results, "verdict": verdict(results)}
+
+
+def evaluation_takes(cache: FeatureCache, split: str, window: int) -> tuple[list[CachedTake], list[str]]:
+    """The `split` takes of `cache` long enough for the extractor's window, and the ids of those too short."""
+    takes = [t for t in cache.takes if t.meta["split"] == split]
+    if not takes:
+        counts = {}
+        for t in cache.takes:
+            counts[t.meta["split"]] = counts.get(t.meta["split"], 0) + 1
+        has = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        raise CospeechError(f"{cache.root}: no {split!r} takes to evaluate (the cache has {has}); "
+                            f"choose --split or prepare with --split-file")
+    short = [t.meta["id"] for t in takes if t.n_frames < window]
+    takes = [t for t in takes if t.n_frames >= window]
+    if not takes:
+        raise CospeechError(f"{cache.root}: no {split!r} take of at least {window} frames to evaluate")
+    return takes, short
+
+
+def evaluation_protocol(model: MotionGenerator, evaluator: MotionEvaluator, takes: list[CachedTake], short: list[str],
+                        split: str, samples: int, seed: int, steps: int | None) -> dict:
+    """What is measured and how, independent of which model is measured (see `protocol_hash`)."""
+    w = evaluator.cfg.window
+    return {
         "extractor_sha256": evaluator.hash,
         "extractor": {"window": w, "stride": w // 2, "gesture_parts": list(evaluator.cfg.gesture_parts),
                       "face_parts": list(evaluator.cfg.face_parts)},
         "split": split,
-        "takes": [{"id": t.meta["id"], "key": t.meta["key"], "frames": t.n_frames} for t in takes],
+        "takes": [{"id": t.meta["id"], "frames": t.n_frames} for t in takes],
         "skipped_short_takes": short,
-        "data_hash": data_hash(takes),
         "fps": model.cfg.fps,
         "samples": samples,
         "seeds": [seed + r for r in range(samples)],
@@ -212,11 +238,12 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
         "guidance": model.cfg.diffusion.guidance,
         "beat_align": {"sigma_s": 0.3, "order_frames": max(1, int(round(7 * model.cfg.fps / 30))), "threshold": 0.3,
                        "joints": list(UPPER_BODY), "speed_normaliser": "mean ground-truth speed per joint over the split"},
-        "model": {"path": model_path, "sha256": _model_hash(model_path)},
     }
-    protocol_sha = hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()
-    return {"protocol": protocol, "protocol_sha256": protocol_sha, "metrics": METRICS, "results": results,
-            "verdict": verdict(results)}
+
+
+def protocol_hash(protocol: dict) -> str:
+    """sha256 of the protocol's canonical JSON: equal exactly when two evaluations are comparable."""
+    return hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()
 
 
 def _model_hash(path: str | None) -> str | None:
@@ -226,24 +253,34 @@ def _model_hash(path: str | None) -> str | None:
     return sha256_file(folder / WEIGHTS)
 
 
+def _distance(metric: str, value: float, truth: float) -> float:
+    """How far `value` is from the best value of `metric` (lower is better)."""
+    direction = METRICS[metric][0]
+    return {"low": value, "gt": abs(value - truth), "gt0": abs(value)}[direction]
+
+
 def verdict(results: dict) -> dict:
-    """Does the model beat each control on the distribution metrics and on BeatAlign?"""
+    """Does the model beat each control on the distribution metrics and on BeatAlign?
+
+    Each metric is judged by its direction: FGD and FMD lower, BeatAlign nearer the ground truth's.
+    """
     out = {}
     for control in ("random real clip", "shuffled audio"):
         for m in ("FGD", "FMD", "BeatAlign"):
-            mod, ctl = results["model"][m]["mean"], results[control][m]["mean"]
-            better = mod > ctl if METRICS[m][0] == "high" else mod < ctl
-            out[f"{m} vs {control}"] = {"model": mod, "control": ctl, "model_better": bool(better)}
+            mod, ctl, truth = (results[s][m]["mean"] for s in ("model", control, "ground truth"))
+            better = _distance(m, mod, truth) < _distance(m, ctl, truth)
+            out[f"{m} vs {control}"] = {"model": mod, "control": ctl, "ground_truth": truth, "model_better": bool(better)}
     return out
 
 
 def format_table(report: dict) -> str:
     """The report as a text table with the protocol above it and the verdict below."""
-    p = report["protocol"]
+    p, run = report["protocol"], report["run"]
     lines = [
         f"protocol {report['protocol_sha256'][:16]}  extractor {p['extractor_sha256'][:16]}  split {p['split']} "
         f"({len(p['takes'])} takes)  {p['fps']:g} fps  window {p['extractor']['window']}  samples {p['samples']}  "
-        f"{p['sampler']} {p['steps']} steps  cospeech {p['cospeech']}",
+        f"{p['sampler']} {p['steps']} steps",
+        f"model {(run['model']['sha256'] or '?')[:16]}  data {run['data_hash'][:16]}  cospeech {run['cospeech']}",
     ]
     names = list(METRICS)
     head = f"{'system':<17}" + "".join(f"{n:>17}" for n in names)
@@ -254,14 +291,16 @@ def format_table(report: dict) -> str:
             m, ci = res[n]["mean"], res[n]["ci95"]
             cells.append(f"{m:9.4g} ±{ci:<6.2g}" if ci else f"{m:9.4g}        ")
         lines.append(f"{system:<17}" + "".join(f"{c:>17}" for c in cells))
-    arrows = {"low": "lower is better", "high": "higher is better", "gt": "nearer ground truth is better",
+    arrows = {"low": "lower is better", "gt": "nearer ground truth is better",
               "gt0": "nearer 0 is better"}
     lines.append("")
     lines += [f"  {n}: {d} ({arrows[k]})" for n, (k, d) in METRICS.items()]
     lines.append("")
     for name, v in report["verdict"].items():
-        lines.append(f"  model {'beats' if v['model_better'] else 'does NOT beat'} {name.split(' vs ')[1]} on "
-                     f"{name.split(' vs ')[0]}: {v['model']:.4g} vs {v['control']:.4g}")
+        metric, control = name.split(" vs ")
+        truth = f" (ground truth {v['ground_truth']:.4g})" if METRICS[metric][0] == "gt" else ""
+        lines.append(f"  model {'beats' if v['model_better'] else 'does NOT beat'} {control} on "
+                     f"{metric}: {v['model']:.4g} vs {v['control']:.4g}{truth}")
     return "\n".join(lines)
 
 
