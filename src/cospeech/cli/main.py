@@ -236,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..atomic import raise_on_sigterm
+
+    raise_on_sigterm()  # SIGTERM unwinds like Ctrl-C: no temporary file is left beside the outputs
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
