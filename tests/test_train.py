@@ -1,6 +1,11 @@
 """Learning is real: a small model fits real motion, and what it generates follows the audio."""
 
 import json
+import random
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -35,6 +40,10 @@ def fixed_loss(gen, sampler, n=64, seed=123):
     with torch.no_grad():
         return float(training_loss(model, x0, cond, gen.cfg.diffusion, train_scheduler(gen.cfg.diffusion), g,
                                    mask=frames, channel_mask=channels))
+
+
+def log_of(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -72,17 +81,42 @@ def test_generated_motion_follows_its_audio(cache, tmp_path):
     assert np.mean(own) < 0.5 * np.mean(other)
 
 
-def test_resume_continues_exactly(cache, tmp_path):
+def test_resume_continues_exactly(cache, tmp_path, monkeypatch):
+    """A run stopped at step 17 (its last checkpoint at step 10, half a log line written) resumes to the
+    uninterrupted run's weights and losses bit for bit, and logs every step once. (The stop here is an
+    exception; `test_sigkill_then_resume` kills a real process.)"""
+    from cospeech.train import loop
+
     data = windows_of(cache, [0, 300, 900])
-    kw = dict(preset="tiny", progress=False, checkpoint_every=10)
-    straight = train(data, tmp_path / "a", steps=20, **kw)
-    train(data, tmp_path / "b", steps=10, **kw)
+    kw = dict(preset="tiny", progress=False, checkpoint_every=10, log_every=1, steps=20)
+    straight = train(data, tmp_path / "a", **kw)
+
+    real_loss, calls = loop.training_loss, []
+
+    def crashing_loss(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 17:
+            with open(tmp_path / "b" / "metrics.jsonl", "a") as f:
+                f.write('{"step": 17, "lo')  # cut short mid-line
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "training_loss", crashing_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, tmp_path / "b", **kw)
+    monkeypatch.setattr(loop, "training_loss", real_loss)
+    assert latest_checkpoint(tmp_path / "b").name == "step-00000010"
     with pytest.raises(CospeechError, match="already holds checkpoints"):
-        train(data, tmp_path / "b", steps=20, **kw)
-    resumed = train(data, tmp_path / "b", steps=20, resume=True, **kw)
+        train(data, tmp_path / "b", **kw)
+    resumed = train(data, tmp_path / "b", resume=True, **kw)
     for (k, v), w in zip(straight.denoiser.state_dict().items(), resumed.denoiser.state_dict().values()):
         torch.testing.assert_close(v, w, rtol=0, atol=0, msg=k)
+    a_log, b_log = log_of(tmp_path / "a"), log_of(tmp_path / "b")
+    assert [r["step"] for r in b_log] == list(range(1, 21))
+    for x, y in zip(a_log, b_log):
+        assert (x["loss"], x["loss_smooth"], x["lr"]) == (y["loss"], y["loss_smooth"], y["lr"]), x["step"]
     assert latest_checkpoint(tmp_path / "b").name == "step-00000020"
+    assert not list((tmp_path / "b" / "checkpoints").glob(".*"))  # no temporary folder left
     loaded = load_model(tmp_path / "b")  # a run folder loads its latest checkpoint
     for v, w in zip(loaded.denoiser.state_dict().values(), resumed.denoiser.state_dict().values()):
         torch.testing.assert_close(v, w)
@@ -105,3 +139,58 @@ def test_presets_are_data():
     assert get_preset("default").denoiser["backbone"] == "transformer"
     with pytest.raises(CospeechError, match="unknown preset"):
         get_preset("nope")
+
+
+def test_resume_refuses_changed_settings(cache, tmp_path):
+    data = windows_of(cache, [0])
+    train(data, tmp_path / "r", preset="tiny", steps=2, progress=False)
+    for option, value, saved in (("lr", 0.5, "0.001"), ("batch_size", 3, "8"), ("seed", 7, "0"),
+                                 ("backbone", "mamba2", "transformer")):
+        with pytest.raises(CospeechError, match=f"--{option.replace('_', '-')} {value} differs from the run's {saved}"):
+            train(data, tmp_path / "r", preset="tiny", steps=4, resume=True, progress=False, **{option: value})
+    # the same values, or none, resume
+    train(data, tmp_path / "r", preset="tiny", steps=3, resume=True, progress=False, lr=1e-3, batch_size=8, seed=0)
+    assert [row["step"] for row in log_of(tmp_path / "r")] == [2, 3]
+
+
+
+TRAIN_SCRIPT = """
+import sys
+from cospeech.train import train
+train(sys.argv[1], sys.argv[2], preset="tiny", steps=30, checkpoint_every=10, log_every=1, resume=sys.argv[3] == "resume",
+      progress=False)
+"""
+
+
+def run_training(cache_dir, run, mode="new"):
+    return subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(cache_dir), str(run), mode],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume(cache_dir, tmp_path):
+    """A training process on the real clips is SIGKILLed at a random step after its first checkpoint;
+    resumed, it loses at most one checkpoint interval and its losses equal an uninterrupted run's bit for bit."""
+    straight = run_training(cache_dir, tmp_path / "straight")
+    victim = run_training(cache_dir, tmp_path / "killed")
+    kill_after = random.randint(11, 19)  # a logged step past the checkpoint at step 10
+    log = tmp_path / "killed" / "metrics.jsonl"
+    while victim.poll() is None:
+        lines = log.read_text().splitlines() if log.exists() else []
+        if len(lines) >= kill_after:
+            victim.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert victim.wait() == -signal.SIGKILL, f"finished before the kill: {victim.stderr.read()}"
+    last_logged = len(log.read_text().splitlines())
+    checkpoint = latest_checkpoint(tmp_path / "killed")
+    assert 0 <= last_logged - int(checkpoint.name[5:]) < 10, (last_logged, checkpoint)  # at most one interval lost
+
+    resumed = run_training(cache_dir, tmp_path / "killed", "resume")
+    assert resumed.wait() == 0, resumed.stderr.read()
+    assert straight.wait() == 0, straight.stderr.read()
+    a_log, b_log = log_of(tmp_path / "straight"), log_of(tmp_path / "killed")
+    assert [r["step"] for r in b_log] == list(range(1, 31)), f"killed after step {last_logged}"
+    for x, y in zip(a_log, b_log):
+        assert (x["loss"], x["loss_smooth"]) == (y["loss"], y["loss_smooth"]), (x["step"], last_logged)
+    assert not [p for p in (tmp_path / "killed").rglob(".*")], "temporary files left behind"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import replace
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from ..artifacts import load_tensors, read_json, save_tensors
-from ..atomic import write_text
+from ..atomic import fsync_path, replace_durably, write_text
 from ..data import FeatureCache, load_cache
 from ..diffusion import DiffusionConfig, train_scheduler, training_loss
 from ..errors import CospeechError
@@ -86,6 +85,7 @@ def _resolve_run(run: Path, cache: FeatureCache, preset: str, overrides: dict, r
         if not path.exists():
             raise CospeechError(f"{run}: nothing to resume (no {RUN_CONFIG})")
         spec = json.loads(path.read_text())
+        _check_resume_overrides(run, spec, overrides)
         if overrides.get("steps"):
             spec["train"]["steps"] = overrides["steps"]
         return spec
@@ -100,6 +100,34 @@ def _resolve_run(run: Path, cache: FeatureCache, preset: str, overrides: dict, r
     if overrides.get("backbone"):
         den["backbone"] = overrides["backbone"]
     return {"preset": preset, "train": tcfg.to_dict(), "denoiser": den, "diffusion": p.diffusion.to_dict()}
+
+
+def _check_resume_overrides(run: Path, spec: dict, overrides: dict) -> None:
+    """A resumed run keeps its settings: an option given again must equal the run's (only --steps may change)."""
+    saved = {**spec["train"], "backbone": spec["denoiser"].get("backbone")}
+    for key, value in overrides.items():
+        if value is None or key == "steps" or key not in saved or value == saved[key]:
+            continue
+        option = "--" + key.replace("_", "-")
+        raise CospeechError(f"{run}: {option} {value} differs from the run's {saved[key]}; a resumed run keeps its "
+                            f"settings (omit {option}, or train a new run)")
+
+
+def _resume_log(run: Path, step: int) -> float:
+    """Keep the `metrics.jsonl` lines up to the checkpoint's `step` (a crash may have logged past it, or half a
+    line); returns the wall-clock seconds logged by then, where the resumed run's clock continues."""
+    path = run / METRICS
+    kept, elapsed = [], 0.0
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by the crash
+        if row["step"] <= step:
+            kept.append(line)
+            elapsed = row["time_s"]
+    write_text(path, "".join(f"{line}\n" for line in kept))
+    return elapsed
 
 
 def train(
@@ -145,9 +173,11 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     data_gen = torch.Generator().manual_seed(tcfg.seed + 1)
     noise_gen = torch.Generator(device=dev).manual_seed(tcfg.seed + 2)  # draws noise on the device
-    step = 0
+    step, smooth, first_loss, elapsed = 0, None, None, 0.0
     if resume:
-        step = _load_state(latest_checkpoint(run), model, ema, opt, data_gen, noise_gen)
+        meta = _load_state(latest_checkpoint(run), model, ema, opt, data_gen, noise_gen)
+        step, smooth, first_loss = int(meta["step"]), meta["loss_smooth"], meta["first_loss"]
+        elapsed = _resume_log(run, step)
 
     sampler = WindowSampler(cache, motion_norm, audio_norm, speakers, tcfg.window, tcfg.stride)
     scheduler = train_scheduler(dcfg)
@@ -156,8 +186,8 @@ def train(
 
     bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", disable=None if progress else True)
     model.train()
-    smooth, first_loss, t0 = None, None, time.perf_counter()
-    with open(run / METRICS, "a") as log:
+    t0 = time.perf_counter() - elapsed
+    with open(run / METRICS, "a" if resume else "w") as log:  # a fresh run starts a fresh log
         while step < tcfg.steps:
             lr = learning_rate(step, tcfg)
             for group in opt.param_groups:
@@ -206,6 +236,20 @@ def _save_checkpoint(run: Path, step: int, generator: MotionGenerator, model, em
     tmp = root / f".step-{step:08d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        _write_checkpoint(tmp, generator, model, ema, opt, data_gen, noise_gen, step, record)
+    except BaseException:  # an error, Ctrl-C or SIGTERM: leave no half-written folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    replace_durably(tmp, final)
+    for old in sorted(root.glob("step-*"))[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_checkpoint(tmp: Path, generator: MotionGenerator, model, ema, opt, data_gen: torch.Generator,
+                      noise_gen: torch.Generator, step: int, record: dict) -> None:
     generator.save(tmp, info={"training": record})
     tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
     opt_state = opt.state_dict()
@@ -218,14 +262,12 @@ def _save_checkpoint(run: Path, step: int, generator: MotionGenerator, model, em
     tensors["ema.updates"] = torch.tensor([ema.updates])
     save_tensors(tensors, tmp / "state.safetensors")
     write_text(tmp / "state.json", json.dumps({"step": step, "param_groups": opt_state["param_groups"], **record}, indent=1))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for old in sorted(root.glob("step-*"))[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    for f in tmp.iterdir():
+        fsync_path(f)
 
 
-def _load_state(ckpt: Path, model, ema, opt, data_gen, noise_gen) -> int:
+def _load_state(ckpt: Path, model, ema, opt, data_gen, noise_gen) -> dict:
+    """Restore the training state saved in `ckpt`; returns its `state.json` (step, loss_smooth, ...)."""
     meta = read_json(ckpt / "state.json", "training state")
     tensors = load_tensors(ckpt / "state.safetensors")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -241,4 +283,4 @@ def _load_state(ckpt: Path, model, ema, opt, data_gen, noise_gen) -> int:
     data_gen.set_state(tensors["rng.data"])
     noise_gen.set_state(tensors["rng.noise"])
     torch.set_rng_state(tensors["rng.torch"])
-    return int(meta["step"])
+    return meta
