@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from scipy import linalg
 
 from cospeech.errors import CospeechError
@@ -162,3 +163,57 @@ def test_evaluate_bundled_model_with_controls(tmp_path, data_dir, evaluator):
     assert p["extractor_sha256"] == ev.hash and p["split"] == "test" and p["samples"] == 2
     assert [t["id"] for t in p["takes"]] == ["oliver/216111-00_09_32-00_09_42"]
     assert len(report["protocol_sha256"]) == 64 and report["verdict"]
+    assert report["run"]["model"]["sha256"] and report["run"]["data_hash"]  # what was measured: beside the protocol
+    assert not {"model", "data_hash", "cospeech"} & set(p)
+
+
+def test_protocol_hash_names_the_protocol_not_the_model(evaluator, cache_dir):
+    """Two models measured the same way share a protocol hash; any change of how they are measured changes it."""
+    from cospeech.data import load_cache
+    from cospeech.generator import load_model
+    from cospeech.metrics.evaluate import evaluation_protocol, evaluation_takes, protocol_hash
+
+    ev, _ = evaluator
+    cache = load_cache(cache_dir)
+    takes, short = evaluation_takes(cache, "train", ev.cfg.window)
+    bundled = load_model()
+    other = load_model()
+    with torch.no_grad():
+        for v in other.denoiser.parameters():
+            v.add_(1.0)
+
+    def digest(model, **kw):
+        args = dict(split="train", samples=3, seed=0, steps=None) | kw
+        return protocol_hash(evaluation_protocol(model, ev, takes, short, **args))
+
+    assert digest(bundled) == digest(other)
+    assert len({digest(bundled), digest(bundled, samples=2), digest(bundled, seed=1), digest(bundled, steps=5),
+                protocol_hash(evaluation_protocol(bundled, ev, takes[1:], short, "train", 3, 0, None))}) == 5
+
+
+def results_of(**beat_align):
+    """A results dict: FGD/FMD lower for the model, BeatAlign means as given per system."""
+    fgd = {"model": 1.0, "ground truth": 0.0, "random real clip": 2.0, "shuffled audio": 3.0}
+    return {s: {"FGD": {"mean": fgd[s]}, "FMD": {"mean": fgd[s]}, "BeatAlign": {"mean": beat_align[s.replace(" ", "_")]}}
+            for s in fgd}
+
+
+def test_verdict_counts_beat_align_nearer_the_ground_truth_as_better():
+    from cospeech.metrics.evaluate import verdict
+
+    # jittery model motion scores above the ground truth: not a win over controls nearer the truth
+    v = verdict(results_of(model=0.84, ground_truth=0.43, random_real_clip=0.57, shuffled_audio=0.2))
+    assert not v["BeatAlign vs random real clip"]["model_better"]  # 0.41 from the truth vs 0.14
+    assert not v["BeatAlign vs shuffled audio"]["model_better"]  # 0.41 vs 0.23
+    assert v["FGD vs shuffled audio"]["model_better"] and v["FMD vs random real clip"]["model_better"]
+    v = verdict(results_of(model=0.5, ground_truth=0.43, random_real_clip=0.57, shuffled_audio=0.2))
+    assert v["BeatAlign vs random real clip"]["model_better"] and v["BeatAlign vs shuffled audio"]["model_better"]
+
+
+def test_evaluate_without_the_split_names_the_splits_there_are(cache_dir, capsys):
+    from cospeech.cli.main import main
+
+    assert main(["evaluate", "bundled", "--data", str(cache_dir), "--split", "test"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("cospeech: error:"), err
+    assert str(cache_dir) in err and "no 'test' takes" in err and "7 train" in err, err
