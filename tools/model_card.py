@@ -1,16 +1,65 @@
-"""Write a model card for a trained run from what the run measured (run.json, metrics.jsonl).
+"""Write a model card for a trained run from what the run measured (run.json, metrics.jsonl) and what
+the model does on its training audio (jitter).
 
 usage: python tools/model_card.py RUN MODEL_FOLDER
+       python tools/model_card.py --jitter MODEL_FOLDER CACHE   # re-measure only the card's jitter line
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
+import numpy as np
+
 import cospeech
 from cospeech.data import load_cache
+from cospeech.metrics import jerk
+from cospeech.metrics.kinematics import UPPER_BODY
+from cospeech.motion import joint_positions, smplx_skeleton
+
+JITTER_LINE = re.compile(r"^- Jitter\b.*?(?=^- |^$)", re.S | re.M)
+
+
+def upper_body_jerk(model, feats: np.ndarray, fixed_pelvis: bool = False) -> float:
+    """Mean jerk (m/s³) of the upper-body joints relative to the pelvis, as the README's Jerk column;
+    with `fixed_pelvis`, the pelvis orientation is held at zero (the body's own motion only)."""
+    motion = model.cfg.spec.decode(feats, model.cfg.fps, origin=model.cfg.origin)
+    poses = motion.poses.copy()
+    if fixed_pelvis:
+        poses[:, 0] = 0.0
+    pos = joint_positions(poses, motion.trans, smplx_skeleton())
+    return jerk(pos[:, list(UPPER_BODY)] - pos[:, :1], model.cfg.fps)
+
+
+def jitter_line(model, cache) -> str:
+    """The card's jitter line, measured: the model on each training take's audio (seed 0, its speaker)
+    against that take's motion, frame-weighted over the train split."""
+    rows = []
+    for take in [t for t in cache.takes if t.meta["split"] == "train"]:
+        speaker = take.meta["speaker"] if take.meta["speaker"] in model.cfg.speakers else None
+        gen = model.sample_features(model.audio_norm.normalize(take.audio), seed=0, speaker=speaker)
+        rows.append([take.n_frames] + [upper_body_jerk(model, f, fixed) for fixed in (False, True)
+                                       for f in (gen, take.motion)])
+    n, gen_all, gt_all, gen_body, gt_body = np.asarray(rows, dtype=np.float64).T
+    gen_all, gt_all, gen_body, gt_body = (float(np.average(v, weights=n)) for v in (gen_all, gt_all, gen_body, gt_body))
+    return (f"- Jitter (measured by `tools/model_card.py` on the {len(rows)} training takes' own audio, seed 0): "
+            f"the upper body's mean jerk\n  relative to the pelvis is {gen_all:.0f} m/s³ against {gt_all:.0f} for the "
+            f"ground truth ({gen_all / gt_all:.1f}×);\n  with the pelvis orientation held still it is {gen_body:.0f} "
+            f"against {gt_body:.0f} ({gen_body / gt_body:.1f}×). See the Jerk column of the README's\n  evaluation table.\n")
+
+
+def refresh_jitter(folder: Path, cache_path: Path) -> None:
+    """Re-measure the jitter line of an existing card in place (the rest of the card needs the run)."""
+    card = folder / "MODEL_CARD.md"
+    text = card.read_text()
+    if not JITTER_LINE.search(text):
+        raise SystemExit(f"{card}: no jitter line to replace")
+    line = jitter_line(cospeech.load_model(folder), load_cache(cache_path))
+    card.write_text(JITTER_LINE.sub(lambda _: line, text, count=1))
+    print(line, end="")
 
 
 def main(run: Path, folder: Path) -> None:
@@ -72,10 +121,7 @@ in the `train` split; data hash `{spec["data"]["hash"][:16]}…`.
 - Hands: joint rotations are learned from the BEAT2 take only (SHOW stores hand PCA
   coefficients, kept as their own part). Root translation is learned from BEAT2 only (SHOW's
   monocular depth is too noisy to claim as data).
-- Jitter: on its own training audio the upper body's joint acceleration is about twice the
-  ground truth's (most of it from the pelvis orientation); see the Jerk column of the README's
-  evaluation table.
-- The BVH and preview use cospeech's own T-pose skeleton with SMPL-X names, not the SMPL-X body
+{jitter_line(model, cache)}- The BVH and preview use cospeech's own T-pose skeleton with SMPL-X names, not the SMPL-X body
   model (its files are licence-restricted).
 
 ## Licence
@@ -88,4 +134,7 @@ BEAT2 (CC BY-NC 4.0; Liu et al., BEAT, ECCV 2022, and EMAGE, CVPR 2024) and SHOW
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    if sys.argv[1] == "--jitter":
+        refresh_jitter(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        main(Path(sys.argv[1]), Path(sys.argv[2]))
