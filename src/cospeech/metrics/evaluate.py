@@ -197,7 +197,7 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
     }
     protocol = evaluation_protocol(model, evaluator, takes, short, split, samples, seed, steps)
     run = {"model": {"path": model_path, "sha256": _model_hash(model_path)}, "data_hash": data_hash(takes),
-           "take_keys": {t.meta["id"]: t.meta["key"] for t in takes}, "cospeech": __version__}
+           "take_keys": {t.meta["id"]: t.meta["key"] for t in takes}, "device": device, "cospeech": __version__}
     return {"protocol": protocol, "protocol_sha256": protocol_hash(protocol), "run": run, "metrics": METRICS,
             "results": results, "verdict": verdict(results)}
 
