@@ -316,7 +316,7 @@ def test_train_generate_and_evaluate_with_mamba2(tmp_path, data_dir, capsys):
     assert main(["evaluate", str(run), "--data", str(cache), "--samples", "1", "--steps", "2",
                  "--json", str(report)]) == 0
     res = json.loads(report.read_text())
-    assert res["protocol"]["model"]["path"] == str(run) and len(res["protocol"]["model"]["sha256"]) == 64
+    assert res["run"]["model"]["path"] == str(run) and len(res["run"]["model"]["sha256"]) == 64
     assert np.isfinite(res["results"]["model"]["FGD"]["mean"])
 
 
