@@ -272,3 +272,26 @@ def test_no_module_imports_the_package_init():
                 if path.name != "__init__.py" or depth > 0:
                     offenders.append(str(path.relative_to(SRC)))
     assert offenders == []
+
+
+def test_foppas_joiner_denoises_one_window_after_another(model, monkeypatch):
+    """Out-painting: every network batch is one window, as many as the fused joiner's windows,
+    and the motion is finite; unknown joiners are refused."""
+    need_data()
+    wave, sr = sf.read(BEAT2 / "wave16k" / "2_scott_0_2_2.wav", dtype="float32", frames=16000 * 10)
+    feats = model.audio_features(wave, sr)
+    rows = []
+    real_sample = generator_module.sample
+
+    def spy(net, cond, shape, *a, **kw):
+        rows.append(shape[0])
+        return real_sample(net, cond, shape, *a, **kw)
+
+    monkeypatch.setattr(generator_module, "sample", spy)
+    out = model.sample_features(feats, seed=0, steps=3, joiner="foppas")
+    from cospeech.diffusion import window_starts
+
+    assert rows == [1] * len(window_starts(len(feats), model.cfg.window, model.cfg.overlap))
+    assert np.isfinite(out).all() and out.shape == (len(feats), model.cfg.spec.dim)
+    with pytest.raises(CospeechError, match="joiner"):
+        SampleOptions(joiner="stitch")

@@ -29,6 +29,7 @@ CONFIG = "model.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 KEYFRAME_BLEND_S = 1 / 3  # seconds either side of a keyframe over which the motion is eased into it
 SEGMENT_WINDOWS = 64  # windows sampled together; longer inputs go segment by segment (bounded memory)
+JOINERS = ("fused", "foppas")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -54,7 +55,11 @@ class SampleOptions:
     same seed gives the same motion on the same device. speaker: a style the model was trained
     on (None = its default). style: a style vector (S,) for models conditioned on one. device:
     cpu, cuda, cuda:N or auto; dtype: float32, float16 or bfloat16 (of the network's weights
-    and activations; the output is float32).
+    and activations; the output is float32). joiner: how windows of a long input are joined:
+    `fused` denoises up to `SEGMENT_WINDOWS` overlapping windows together and averages their
+    overlaps at every step; `foppas` (DiffSHEG's out-painting) denoises one window after the
+    other, each with its first `overlap` frames held to the end of the one before at every
+    step — what a stream can do, since no window waits for later speech.
     """
 
     steps: int | None = None
@@ -65,6 +70,7 @@ class SampleOptions:
     style: tuple[float, ...] | None = None
     device: str = "cpu"
     dtype: str = "float32"
+    joiner: str = "fused"
 
     def __post_init__(self):
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
@@ -79,6 +85,8 @@ class SampleOptions:
             object.__setattr__(self, "style", tuple(float(v) for v in self.style))
             if not all(math.isfinite(v) for v in self.style):
                 raise CospeechError("style vector must be finite")
+        if self.joiner not in JOINERS:
+            raise CospeechError(f"unknown joiner {self.joiner!r}; choose from {', '.join(JOINERS)}")
         if self.dtype not in DTYPES:
             raise CospeechError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
         resolve_device(self.device)
@@ -226,7 +234,7 @@ class MotionGenerator:
         audio_t = torch.as_tensor(np.asarray(audio), dtype=torch.float32)
         total, window = len(audio_t), min(self.cfg.window, len(audio_t))
         stride = max(window - self.cfg.overlap, 1)
-        seg_len = window + (SEGMENT_WINDOWS - 1) * stride
+        seg_len = window + ((SEGMENT_WINDOWS if opts.joiner == "fused" else 1) - 1) * stride
         spk = self.speaker_index(opts.speaker)
         key_frames, key_values, key_weight = self.keyframe_targets(keyframes, total)
         out = np.empty((total, self.cfg.spec.dim), dtype=np.float32)

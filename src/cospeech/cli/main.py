@@ -32,7 +32,7 @@ def _generate(args) -> int:
     if not inputs:
         raise CospeechError("no speech given: name audio files, or pass --example for the bundled sample")
     options = SampleOptions(steps=args.steps, sampler=args.sampler, guidance=args.guidance, seed=args.seed,
-                            speaker=args.speaker, device=args.device, dtype=args.dtype)
+                            speaker=args.speaker, device=args.device, dtype=args.dtype, joiner=args.joiner)
     keyframes = read_keyframes(args.keyframes) if args.keyframes else {}
     for frame, pose in ((0, args.start_pose), (-1, args.end_pose)):
         if pose:
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..data import ADAPTERS
     from ..diffusion import SAMPLERS
     from ..export import DEFAULT_FORMATS, EXPORTERS
-    from ..generator import DTYPES
+    from ..generator import DTYPES, JOINERS
     from ..models import BACKBONES
     from ..train import PRESETS
 
@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated files to write (default: %(default)s): "
                         + "; ".join(f"{e.name}: {e.description}" for e in EXPORTERS.values()))
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    g.add_argument("--joiner", choices=JOINERS, default="fused",
+                   help="long speech: windows fused at every step (default) or out-painted one after another (foppas)")
     g.add_argument("--start-pose", metavar="FILE[:FRAME]", default=None,
                    help="begin in this pose: a frame (default 0) of an SMPL-X npz, e.g. the end of a previous clip (out.npz:-1)")
     g.add_argument("--end-pose", metavar="FILE[:FRAME]", default=None, help="end in this pose (as --start-pose)")
