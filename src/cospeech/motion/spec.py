@@ -1,11 +1,12 @@
 """`MotionSpec`: the model's per-frame feature vector as named parts with slices.
 
-A part is joint rotations as 6D (`rot6d`), a root velocity (`velocity`, metres per frame), or
-native coefficients (`coeff`: FLAME expression, hand PCA). Each keeps its name and slice, so
-face and gesture can be split (UniEG), losses masked where a dataset lacks a part, and exports
-know what they write.
+A part is a name, a kind, a dim and (for joint kinds) joint indices. The kind (`kinds.py`: joint
+rotations as 6D `rot6d`, a root trajectory as `velocity`, native `coeff`icients, `blendshape`
+weights, `vertex_offset`s) owns encoding, decoding, normalisation and the loss mask; the spec
+only cuts the feature vector into parts. Each part keeps its name and slice, so face and gesture
+can be split (UniEG), losses masked where a dataset lacks a part, and exports know what they write.
 
-Legend: T frames, D feature channels, P parts.
+Legend: T frames, D feature channels.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ..errors import CospeechError
-from .rotations import axis_angle_to_rot6d, rot6d_to_axis_angle
-from .smplx import N_EXPRESSIONS, N_HAND_PCA, N_JOINTS, SmplxMotion
+from .blocks import BlockMotion
+from .kinds import KINDS, get_kind
+from .normalize import Normalizer
+from .smplx import N_EXPRESSIONS, N_HAND_PCA, SmplxMotion
 
-KINDS = ("rot6d", "velocity", "coeff")
+__all__ = ["KINDS", "MotionSpec", "Part", "smplx_flame_spec"]
 
 
 @dataclass(frozen=True)
@@ -27,15 +29,15 @@ class Part:
     """One named block of the feature vector."""
 
     name: str
-    kind: str  # one of KINDS
+    kind: str  # a key of KINDS
     dim: int
-    joints: tuple[int, ...] = ()  # SMPL-X joint indices, for rot6d parts
+    joints: tuple[int, ...] = ()  # joint indices, for joint kinds (rot6d): SMPL-X order in SMPL-X specs
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise CospeechError(f"part {self.name}: unknown kind {self.kind!r}; known: {KINDS}")
-        if self.kind == "rot6d" and self.dim != 6 * len(self.joints):
-            raise CospeechError(f"part {self.name}: rot6d needs dim = 6 × joints")
+            raise CospeechError(f"part {self.name}: unknown kind {self.kind!r}; known: {', '.join(KINDS)}")
+        object.__setattr__(self, "joints", tuple(int(j) for j in self.joints))
+        KINDS[self.kind].check(self)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,11 @@ class MotionSpec:
     """An ordered tuple of parts; the feature vector is their concatenation."""
 
     parts: tuple[Part, ...]
+
+    def __post_init__(self):
+        names = [p.name for p in self.parts]
+        if len(set(names)) != len(names):
+            raise CospeechError(f"motion spec names a part twice: {names}")
 
     @property
     def dim(self) -> int:
@@ -60,63 +67,67 @@ class MotionSpec:
         return out
 
     def channel_mask(self, parts) -> np.ndarray:
-        """(D,) bool: True on the channels of the named parts."""
-        mask = np.zeros(self.dim, dtype=bool)
-        for name, s in self.slices().items():
-            if name in parts:
-                mask[s] = True
-        return mask
+        """(D,) bool: the loss mask of a take holding the named parts, each part's from its kind."""
+        if not self.parts:
+            return np.zeros(0, dtype=bool)
+        return np.concatenate([get_kind(p.kind).loss_mask(p, p.name in parts) for p in self.parts])
 
-    def encode(self, motion: SmplxMotion) -> np.ndarray:
-        """SmplxMotion -> (T, D) float32. Parts the motion lacks are zeros (mask them)."""
+    def fit_normalizer(self, arrays, masks=None) -> Normalizer:
+        """Per-channel statistics of (T_i, D) feature arrays (see `Normalizer.fit`), then each
+        part's kind applies its normalisation rule."""
+        norm = Normalizer.fit(arrays, masks)
+        mean, std = norm.mean.copy(), norm.std.copy()
+        for p, s in zip(self.parts, self.slices().values()):
+            mean[s], std[s] = get_kind(p.kind).stats(p, mean[s], std[s])
+        return Normalizer(mean, std)
+
+    def encode(self, motion) -> np.ndarray:
+        """A motion (any class with `blocks` and `n_frames`) -> (T, D) float32. Parts the motion
+        lacks are zeros (mask them with `channel_mask(motion.parts)`)."""
         t = motion.n_frames
-        blocks = []
+        have = motion.blocks
+        feats = []
         for p in self.parts:
-            if p.name not in motion.parts:
-                blocks.append(np.zeros((t, p.dim), dtype=np.float32))
-            elif p.kind == "rot6d":
-                aa = torch.from_numpy(motion.poses[:, list(p.joints)])  # (T, j, 3)
-                blocks.append(axis_angle_to_rot6d(aa).reshape(t, p.dim).numpy())
-            elif p.kind == "velocity":
-                vel = np.diff(motion.trans, axis=0, prepend=motion.trans[:1])
-                if t > 1:
-                    vel[0] = vel[1]  # no artificial stop at frame 0
-                blocks.append(vel)
-            elif p.name == "expression":
-                blocks.append(motion.expressions[:, : p.dim])
-            elif p.name == "hands_pca":
-                blocks.append(motion.hand_pca)
+            if p.name in have:
+                feats.append(get_kind(p.kind).encode(p, have[p.name]))
             else:
-                raise CospeechError(f"cannot encode part {p.name!r}")
-        return np.concatenate(blocks, axis=1).astype(np.float32)
+                feats.append(np.zeros((t, p.dim), dtype=np.float32))
+        return np.concatenate(feats, axis=1).astype(np.float32)
 
-    def decode(self, feats: np.ndarray, fps: float, origin=(0.0, 0.0, 0.0)) -> SmplxMotion:
-        """(T, D) -> SmplxMotion; the root starts at `origin` and integrates its velocity.
-
-        Joints no part covers stay at rest; the result claims the spec's parts.
-        """
+    def decode_blocks(self, feats: np.ndarray, origin=None) -> dict[str, np.ndarray]:
+        """(T, D) -> part name -> block; parts that integrate (velocity) start at `origin`."""
         feats = np.asarray(feats, dtype=np.float32)
         if feats.ndim != 2 or feats.shape[1] != self.dim:
             raise CospeechError(f"expected features (T, {self.dim}), got {feats.shape}")
-        t = len(feats)
-        poses = np.zeros((t, N_JOINTS, 3), dtype=np.float32)
-        trans = np.tile(np.asarray(origin, dtype=np.float32), (t, 1))
-        expressions = np.zeros((t, N_EXPRESSIONS), dtype=np.float32)
-        hand_pca = None
-        for p, s in zip(self.parts, self.slices().values()):
-            block = feats[:, s]
-            if p.kind == "rot6d":
-                d6 = torch.from_numpy(block.reshape(t, len(p.joints), 6).copy())
-                poses[:, list(p.joints)] = rot6d_to_axis_angle(d6).numpy()
-            elif p.kind == "velocity":
-                step = block.copy()
-                step[0] = 0.0
-                trans = trans + np.cumsum(step, axis=0)
-            elif p.name == "expression":
-                expressions[:, : p.dim] = block
-            elif p.name == "hands_pca":
-                hand_pca = block.copy()
-        return SmplxMotion(poses, trans, expressions, fps, hand_pca=hand_pca, parts=frozenset(self.names))
+        return {p.name: get_kind(p.kind).decode(p, feats[:, s], start=origin)
+                for p, s in zip(self.parts, self.slices().values())}
+
+    @property
+    def is_smplx(self) -> bool:
+        """Does every part fit the SMPL-X + FLAME layout (so decoding gives an SmplxMotion)?"""
+        return all(SmplxMotion.holds(p) for p in self.parts)
+
+    def decode(self, feats: np.ndarray, fps: float, origin=(0.0, 0.0, 0.0)) -> SmplxMotion | BlockMotion:
+        """(T, D) -> SmplxMotion when the spec is SMPL-X (`is_smplx`), else a BlockMotion. The
+        root starts at `origin` and integrates its velocity; SMPL-X joints no part covers stay
+        at rest; the result claims the spec's parts."""
+        blocks = self.decode_blocks(feats, origin)
+        if self.is_smplx:
+            return SmplxMotion.from_blocks(blocks, fps, origin=origin)
+        return BlockMotion(fps, blocks, {p.name: p.kind for p in self.parts})
+
+    @classmethod
+    def for_motion(cls, motion: BlockMotion) -> "MotionSpec":
+        """A spec with one part per block of `motion`, in its order (joint kinds: joints 0..J-1)."""
+        parts = []
+        for name, block in motion.blocks.items():
+            kind = get_kind(motion.kinds[name])
+            per_frame = int(np.prod(block.shape[1:]))
+            if kind.joint_kind:
+                parts.append(Part(name, kind.name, 6 * block.shape[1], tuple(range(block.shape[1]))))
+            else:
+                parts.append(Part(name, kind.name, per_frame))
+        return cls(tuple(parts))
 
     def to_dict(self) -> dict:
         return {"parts": [{"name": p.name, "kind": p.kind, "dim": p.dim, "joints": list(p.joints)} for p in self.parts]}
