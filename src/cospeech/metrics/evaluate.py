@@ -37,7 +37,7 @@ from ..errors import CospeechError
 from ..generator import MotionGenerator, WEIGHTS
 from ..motion import joint_positions, smplx_skeleton
 from .evaluator import MotionEvaluator
-from .face import lip_error, mse, upper_face_dynamics_deviation, velocity_difference
+from .face import flame_face, lip_error, mse, upper_face_dynamics_deviation, velocity_difference
 from .frechet import frechet_distance_of
 from .kinematics import UPPER_BODY, beat_align, feature_diversity, jerk, joint_speed, l1_diversity
 
@@ -75,8 +75,7 @@ def _positions(model: MotionGenerator, feats: np.ndarray) -> np.ndarray:
 
 def _face(model: MotionGenerator, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(jaw axis-angle + expression (T, 103), expression (T, 100)) from motion features."""
-    motion = model.cfg.spec.decode(feats, model.cfg.fps)
-    return np.concatenate([motion.poses[:, 22], motion.expressions], axis=1), motion.expressions
+    return flame_face(model.cfg.spec.decode(feats, model.cfg.fps))
 
 
 def _ci95(values: list[float]) -> tuple[float, float]:

@@ -10,6 +10,8 @@ Coefficient analogues apply the same formulas to coefficients as one-dimensional
 the lip set is ARKit's jaw*/mouth* shapes (or, for FLAME, the jaw rotation plus every
 expression coefficient, since FLAME's PCA coefficients are not lip-specific), the upper set
 ARKit's brow/eye/cheek-squint/nose shapes, the template is the neutral face (zeros).
+`flame_face` and `arkit_face` take these arrays from a motion, asking it for the blocks they need
+(a motion without a face gets a one-line error, not zeros scored as a face).
 
 Legend: T frames, V vertices, C coefficients.
 """
@@ -17,6 +19,36 @@ Legend: T frames, V vertices, C coefficients.
 from __future__ import annotations
 
 import numpy as np
+
+from ..motion.arkit import ARKIT_LIPS, ARKIT_UPPER_FACE
+
+
+def flame_face(motion, purpose: str = "FLAME face scoring") -> tuple[np.ndarray, np.ndarray]:
+    """(jaw axis-angle + expression (T, 103), expression (T, 100)) of an SMPL-X + FLAME motion."""
+    motion.require("jaw", "expression", purpose=purpose)
+    blocks = motion.blocks
+    jaw = blocks["jaw"].reshape(len(blocks["jaw"]), -1)  # (T, 3): the one jaw joint
+    return np.concatenate([jaw, blocks["expression"]], axis=1), blocks["expression"]
+
+
+def arkit_face(motion, purpose: str = "ARKit face scoring") -> np.ndarray:
+    """ARKit-52 curves (T, 52) of a motion with an `arkit` block."""
+    motion.require("arkit", purpose=purpose)
+    return motion.blocks["arkit"]
+
+
+def arkit_face_metrics(pred, gt) -> dict[str, float]:
+    """LVE, FDD, MSE and LVD of two motions' ARKit curves (lips: jaw*/mouth*; upper face:
+    brow/eye/cheek-squint/nose), each motion required to have an `arkit` block."""
+    p, g = arkit_face(pred), arkit_face(gt)
+    if p.shape != g.shape:
+        raise ValueError(f"ARKit curves differ in shape: {p.shape} vs {g.shape}")
+    return {
+        "LVE-ARKit": lip_error(p, g, ARKIT_LIPS),
+        "FDD-ARKit": upper_face_dynamics_deviation(p, g, ARKIT_UPPER_FACE),
+        "FaceMSE": mse(p, g),
+        "FaceLVD": velocity_difference(p, g),
+    }
 
 
 def _as_points(x: np.ndarray) -> np.ndarray:
