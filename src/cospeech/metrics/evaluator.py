@@ -166,7 +166,7 @@ def train_evaluator(cache: FeatureCache, out: str | Path, steps: int = 3000, bat
     face = common_parts(cache, ("jaw", "expression"))
     if not gesture or not face:
         raise CospeechError(f"{cache.root}: the takes share no body or face parts to evaluate")
-    norm = Normalizer.fit([t.motion for t in cache.takes], [t.mask for t in cache.takes])
+    norm = cache.spec.fit_normalizer([t.motion for t in cache.takes], [t.mask for t in cache.takes])
     torch.manual_seed(seed)
     ev = MotionEvaluator(EvaluatorConfig(gesture, face, window), cache.spec, norm)
     data = [norm.normalize(t.motion).astype(np.float32) for t in cache.takes if t.n_frames >= window]

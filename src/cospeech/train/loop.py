@@ -158,7 +158,7 @@ def train(
                                 n_speakers=len(speakers), **spec["denoiser"]),
         diffusion=dcfg,
     )
-    motion_norm = Normalizer.fit([t.motion for t in cache.takes], [t.mask for t in cache.takes])
+    motion_norm = cache.spec.fit_normalizer([t.motion for t in cache.takes], [t.mask for t in cache.takes])
     audio_norm = Normalizer.fit([t.audio for t in cache.takes])
     if not resume:
         spec["data"] = {"root": str(cache.root), "hash": cache.data_hash, "takes": len(cache.takes),
