@@ -196,7 +196,8 @@ class VertexOffset(Kind):
     def encode(self, part, block):
         block = np.asarray(block, dtype=np.float32)
         if block.ndim != 3 or block.shape[1:] != (part.dim // 3, 3):
-            raise CospeechError(f"part {part.name}: expected ({len(block)}, {part.dim // 3}, 3) vertex offsets, got {block.shape}")
+            v = part.dim // 3
+            raise CospeechError(f"part {part.name}: expected ({len(block)}, {v}, 3) vertex offsets, got {block.shape}")
         return block.reshape(len(block), part.dim)
 
     def decode(self, part, x, start=None):
