@@ -3,6 +3,11 @@
     import cospeech
     model = cospeech.load_model()              # the bundled default, offline
     motion = model.generate(wave, sample_rate, seed=0)   # SmplxMotion, T = round(duration × fps)
+
+Shapes in every docstring and comment use one legend: B batch (rows, windows), T motion frames,
+Ta audio frames of a feature stream, W frames per window, D motion feature channels, C audio
+feature channels, J joints, M model width, S style size, K style tokens (modules with more
+letters, such as the Mamba-2 scan's heads and state size, list them in their own docstring).
 """
 
 from ._version import __version__

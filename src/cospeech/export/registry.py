@@ -61,16 +61,6 @@ def parse_formats(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def require(motion, needs: tuple[str, ...], purpose: str) -> None:
-    """Raise a one-line error when `motion` lacks a block in `needs`."""
-    if hasattr(motion, "require"):
-        motion.require(*needs, purpose=purpose)
-        return
-    missing = [b for b in needs if b not in motion.parts]
-    if missing:
-        raise CospeechError(f"this model has no {' or '.join(missing)}; {purpose} needs it")
-
-
 def check_finite(motion, what: str) -> None:
     """Non-finite motion is an error naming `what`, never a file."""
     arrays = [getattr(motion, k) for k in ("poses", "trans", "expressions", "hand_pca") if getattr(motion, k, None) is not None]
@@ -86,7 +76,7 @@ def export(motion, formats: tuple[str, ...], out_dir: Path, stem: str, audio=Non
     check_finite(motion, stem)
     exporters = [EXPORTERS[f] for f in parse_formats(formats)]
     for e in exporters:
-        require(motion, e.needs, f"{e.name} export")
+        motion.require(*e.needs, purpose=f"{e.name} export")
     written = []
     for e in exporters:
         path = Path(out_dir) / f"{stem}{e.suffix}"

@@ -5,10 +5,10 @@ built from its noisy motion and its own audio frame (plus a short convolution fo
 context); the diffusion step and the speaker form the block-wise AdaLN conditioning.
 
 Tokens and the output head are local in time, so at inference (no gradients) they are computed
-`PIECE` frames at a time: besides the inputs and the output, only the (B, T, W) residual stream
+`PIECE` frames at a time: besides the inputs and the output, only the (B, T, M) residual stream
 and what the blocks themselves need stay alive. When every mixer streams (a causal state-space
 scan), the whole stack runs depth-first, a piece through every layer before the next piece, each
-layer keeping its state: then no (B, T, W) tensor is alive at all, only the (B, T, D) output.
+layer keeping its state: then no (B, T, M) tensor is alive at all, only the (B, T, D) output.
 """
 
 from __future__ import annotations
@@ -99,18 +99,18 @@ class Denoiser(nn.Module):
         assert d == self.cfg.motion_dim and audio.shape[:2] == (b, n), "x (B, T, D) and audio (B, T, C) must agree"
         keep = cond.kept()
         spk = torch.where(keep & (cond.speaker >= 0), cond.speaker, self.cfg.n_speakers)  # (B,)
-        c = self.t_embed(t) + self.speaker(spk)  # (B, W)
+        c = self.t_embed(t) + self.speaker(spk)  # (B, M)
         if torch.is_grad_enabled():
-            h = self._tokens(x, audio, keep, 0, n)  # (B, T, W)
+            h = self._tokens(x, audio, keep, 0, n)  # (B, T, M)
             for block in self.blocks:
-                h = block(h, c, mask)  # (B, T, W)
+                h = block(h, c, mask)  # (B, T, M)
             return self.final(h, c)  # (B, T, D)
         pieces = [(s, min(s + PIECE, n)) for s in range(0, n, PIECE)]
         out = x.new_empty(b, n, d)
         if all(getattr(block.mixer, "streams", False) for block in self.blocks):
             states = [None] * len(self.blocks)
             for s, e in pieces:
-                h = self._tokens(x, audio, keep, s, e)  # (B, e-s, W)
+                h = self._tokens(x, audio, keep, s, e)  # (B, e-s, M)
                 piece_mask = None if mask is None else mask[:, s:e]
                 for i, block in enumerate(self.blocks):
                     h, states[i] = block.step(h, c, states[i], piece_mask)
@@ -126,13 +126,13 @@ class Denoiser(nn.Module):
         return out
 
     def _tokens(self, x: torch.Tensor, audio: torch.Tensor, keep: torch.Tensor, s: int, e: int) -> torch.Tensor:
-        """Input tokens of frames s:e, (B, e-s, W), from x (B, T, D) and audio (B, T, C); the audio
+        """Input tokens of frames s:e, (B, e-s, M), from x (B, T, D) and audio (B, T, C); the audio
         convolution reads its half-width of frames beyond the piece (zeros past the sequence)."""
         half, n = self.cfg.audio_kernel // 2, x.shape[1]
         lo, hi = max(s - half, 0), min(e + half, n)
-        a = nn.functional.gelu(self.audio_in(audio[:, lo:hi]))  # (B, hi-lo, W)
-        a = nn.functional.pad(a.transpose(1, 2), (half - (s - lo), half - (hi - e)))  # (B, W, e-s + 2 half)
-        a = nn.functional.conv1d(a, self.audio_conv.weight, self.audio_conv.bias)  # (B, W, e-s)
-        a = nn.functional.gelu(a.transpose(1, 2))  # (B, e-s, W)
+        a = nn.functional.gelu(self.audio_in(audio[:, lo:hi]))  # (B, hi-lo, M)
+        a = nn.functional.pad(a.transpose(1, 2), (half - (s - lo), half - (hi - e)))  # (B, M, e-s + 2 half)
+        a = nn.functional.conv1d(a, self.audio_conv.weight, self.audio_conv.bias)  # (B, M, e-s)
+        a = nn.functional.gelu(a.transpose(1, 2))  # (B, e-s, M)
         a = torch.where(keep[:, None, None], a, self.null_audio.to(a.dtype))
-        return self.motion_in(torch.cat([x[:, s:e], a], dim=-1))  # (B, e-s, W)
+        return self.motion_in(torch.cat([x[:, s:e], a], dim=-1))  # (B, e-s, M)

@@ -2,11 +2,11 @@
 
 The mixer (Dao & Gu 2024): input projection -> short causal depthwise convolution -> the SSD
 state-space scan (`ssd.py`) -> gated RMSNorm -> output projection. Legend: B batch, T frames,
-W width, E = expand · W inner width, H = E / P heads, P head dim, N state size.
+M model width, E = expand · M inner width, H = E / P heads, P head dim, N state size.
 
 Time and memory are linear in T:
 - training (`recompute`, the default): a one-directional mixer runs as one fused function, chunk
-  by piece (`mamba2_ops.fused_mixer`), that keeps only its (B, T, W) input and one scan state per
+  by piece (`mamba2_ops.fused_mixer`), that keeps only its (B, T, M) input and one scan state per
   piece and recomputes each piece in backward; a bidirectional one (or one on the mamba-ssm
   kernel) is recomputed by activation checkpointing around the per-direction scans;
 - inference: `chunks` runs the mixer piece by piece with its state, so the AdaLN block runs whole
@@ -45,7 +45,7 @@ class Mamba2Options:
     """Mamba-2 mixer settings (`DenoiserConfig.mixer`); unknown keys are an error."""
 
     d_state: int = 64  # N
-    expand: int = 2  # E = expand · W
+    expand: int = 2  # E = expand · M
     head_dim: int = 64  # P
     d_conv: int = 4  # causal depthwise convolution length
     chunk: int = 64  # frames per SSD chunk
@@ -154,7 +154,7 @@ class ScanDirection(nn.Module):
 
 
 class Mamba2Mixer(ChunkedMixer):
-    """(B, T, W), mask (B, T) bool (True = real frame; padding only at the end) or None -> (B, T, W)."""
+    """(B, T, M), mask (B, T) bool (True = real frame; padding only at the end) or None -> (B, T, M)."""
 
     def __init__(self, width: int, opts: Mamba2Options):
         super().__init__()
@@ -192,7 +192,7 @@ class Mamba2Mixer(ChunkedMixer):
         return self._output(y, z)
 
     def _project(self, u: torch.Tensor, keep: torch.Tensor | None):
-        """u (B, T, W) -> z (B, T, E), xbc (B, T, E + 2N) with padded frames zeroed, dt (B, T, H)."""
+        """u (B, T, M) -> z (B, T, E), xbc (B, T, E + 2N) with padded frames zeroed, dt (B, T, H)."""
         z, xbc, dt = self.in_proj(u).split([self.inner, self.inner + 2 * self.opts.d_state, self.heads], dim=-1)
         return z, (xbc if keep is None else xbc * keep), dt
 
@@ -202,7 +202,7 @@ class Mamba2Mixer(ChunkedMixer):
         return (xbc if keep is None else xbc * keep), dt
 
     def _output(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Gated RMSNorm then the output projection: y, z (B, T, E) -> (B, T, W)."""
+        """Gated RMSNorm then the output projection: y, z (B, T, E) -> (B, T, M)."""
         return self.out_proj(gated_rms_norm(y, z, self.norm_weight, self.opts.piece))
 
     # -- streaming and piecewise inference -------------------------------------------------
@@ -212,7 +212,7 @@ class Mamba2Mixer(ChunkedMixer):
         return self.forward_scan.init_state(batch, like)
 
     def step(self, u: torch.Tensor, state: ScanState, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ScanState]:
-        """The next frames of a stream: u (B, L, W) (L ≥ 1) -> (B, L, W) and the new state."""
+        """The next frames of a stream: u (B, L, M) (L ≥ 1) -> (B, L, M) and the new state."""
         keep = frame_weights(mask, u.dtype)
         z, xbc, dt = self._project(u, keep)
         y, state = self.forward_scan(xbc, dt, keep, state)
@@ -220,8 +220,8 @@ class Mamba2Mixer(ChunkedMixer):
 
     def chunks(self, inputs: Callable[[int, int], torch.Tensor], length: int,
                mask: torch.Tensor | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
-        """Inference piece by piece: `inputs(s, e)` gives the mixer input of frames s:e (B, e-s, W);
-        yields (s, e, output (B, e-s, W)) in order. Live memory is O(piece), plus a (B, T, E)
+        """Inference piece by piece: `inputs(s, e)` gives the mixer input of frames s:e (B, e-s, M);
+        yields (s, e, output (B, e-s, M)) in order. Live memory is O(piece), plus a (B, T, E)
         buffer of the reverse scan's output when bidirectional."""
         piece = self.opts.piece
         bounds = [(s, min(s + piece, length)) for s in range(0, length, piece)]

@@ -1,6 +1,6 @@
 """Fused, piece-by-piece operations of the Mamba-2 mixer, each with a recomputing backward.
 
-Legend: B batch, T frames, Lp frames in a piece, d_conv convolution length, W width, H heads,
+Legend: B batch, T frames, Lp frames in a piece, d_conv convolution length, M model width, H heads,
 P head dim, E = H · P inner width, N state size, C = E + 2N convolution channels (x, b, c).
 
 One *direction* is: causal depthwise convolution -> SiLU -> step sizes -> SSD scan -> D skip.
@@ -224,7 +224,7 @@ def gated_rms_norm(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, piece
 
 # -- the whole one-directional mixer ---------------------------------------------------------
 def _project(u, w_in, keep, inner, channels):
-    """u (B, Lp, W) -> z (B, Lp, E), xbc (B, Lp, C) with padded frames zeroed, dt_raw (B, Lp, H)."""
+    """u (B, Lp, M) -> z (B, Lp, E), xbc (B, Lp, C) with padded frames zeroed, dt_raw (B, Lp, H)."""
     z, xbc, dt_raw = F.linear(u, w_in).split([inner, channels, w_in.shape[0] - inner - channels], dim=-1)
     return z, (xbc if keep is None else xbc * keep), dt_raw
 
@@ -290,7 +290,7 @@ def fused_mixer(
     dt_bias: torch.Tensor, A_log: torch.Tensor, D: torch.Tensor, norm_w: torch.Tensor, w_out: torch.Tensor,
     sizes: Sizes, eps: float = 1e-5,
 ) -> torch.Tensor:
-    """The one-directional mixer from zero states, for training. u (B, T, W), keep (B, T, 1) or
-    None, w_in (2E + 2N + H, W) for [z, xbc, dt], direction weights as in `conv_scan`, norm_w (E,),
-    w_out (W, E) -> (B, T, W). Saves u and one scan state and convolution tail per piece."""
+    """The one-directional mixer from zero states, for training. u (B, T, M), keep (B, T, 1) or
+    None, w_in (2E + 2N + H, M) for [z, xbc, dt], direction weights as in `conv_scan`, norm_w (E,),
+    w_out (M, E) -> (B, T, M). Saves u and one scan state and convolution tail per piece."""
     return _FusedMixer.apply(u, keep, w_in, conv_w, conv_b, dt_bias, A_log, D, norm_w, w_out, sizes, eps)

@@ -36,7 +36,7 @@ def rotary(x: torch.Tensor, base: float) -> torch.Tensor:
 
 
 class SelfAttention(nn.Module):
-    """(B, T, W), mask (B, T) -> (B, T, W)."""
+    """(B, T, M), mask (B, T) -> (B, T, M)."""
 
     def __init__(self, width: int, heads: int, dropout: float, opts: AttentionOptions):
         super().__init__()
