@@ -252,7 +252,9 @@ class MotionGenerator:
                 break
             keep = min(self.cfg.overlap, stop - start)
             start = stop - keep
-        return self.motion_norm.denormalize(out).astype(np.float32)
+        out *= self.motion_norm.std  # denormalised in place: for long speech the largest array alive
+        out += self.motion_norm.mean
+        return out
 
     def _sample_segment(self, net, audio: torch.Tensor, speaker: int, fixed, opts: SampleOptions,
                         generator: torch.Generator, device, dtype) -> torch.Tensor:

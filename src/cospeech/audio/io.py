@@ -86,7 +86,9 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise CospeechError(f"{path}: implausible sample rate {sr} Hz in the header (expected {MIN_RATE}–{MAX_RATE})")
     wave = to_mono(wave)
     check_speech(wave, sr, name=str(path))
-    peak, clipped = float(np.abs(wave).max()), float(np.mean(np.abs(wave) >= 0.999))
+    # no full-length float copies: a 2-hour recording is 460 MB as float32
+    peak = max(float(wave.max()), -float(wave.min()))
+    clipped = (np.count_nonzero(wave >= 0.999) + np.count_nonzero(wave <= -0.999)) / wave.size
     if peak > 1.0 + 1e-6:
         warnings.warn(f"{path}: samples exceed full scale (peak {peak:.3g}); the features will be off", stacklevel=2)
     elif clipped > CLIPPED_FRACTION:

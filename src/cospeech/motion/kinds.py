@@ -84,6 +84,9 @@ class Kind:
         return np.full(part.dim, bool(present))
 
 
+DECODE_FRAMES = 4096  # frames per block when decoding rotations
+
+
 @register
 class Rot6d(Kind):
     """Rotations of a joint set. Block: (T, J, 3) axis-angle; features: (T, 6J) continuous 6D."""
@@ -110,8 +113,13 @@ class Rot6d(Kind):
         return axis_angle_to_rot6d(torch.from_numpy(block)).reshape(len(block), part.dim).numpy()
 
     def decode(self, part, x, start=None):
-        d6 = torch.from_numpy(x.reshape(len(x), len(part.joints), 6).copy())
-        return rot6d_to_axis_angle(d6).numpy()  # (T, J, 3)
+        # a block of frames at a time: the rotation-matrix temporaries stay bounded on long motion
+        t, j = len(x), len(part.joints)
+        out = np.empty((t, j, 3), dtype=x.dtype)  # (T, J, 3)
+        for s in range(0, t, DECODE_FRAMES):
+            d6 = torch.from_numpy(np.ascontiguousarray(x[s:s + DECODE_FRAMES]).reshape(-1, j, 6))
+            out[s:s + DECODE_FRAMES] = rot6d_to_axis_angle(d6).numpy()
+        return out
 
 
 @register
