@@ -108,3 +108,14 @@ def test_info_describes_the_bundled_model(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "transformer" in out and "speakers:" in out
+
+
+def test_help_imports_no_torch():
+    """`cospeech --help` builds only the subcommand names: it must not pay for torch."""
+    code = ("import sys\nfrom cospeech.cli.main import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "print(sorted(m for m in ('torch', 'diffusers', 'librosa') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert "generate" in proc.stdout and "train" in proc.stdout

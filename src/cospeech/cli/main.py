@@ -135,62 +135,72 @@ def _benchmark(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from ..data import ADAPTERS
-    from ..diffusion import SAMPLERS
-    from ..export import DEFAULT_FORMATS, EXPORTERS
-    from ..generator import DTYPES, JOINERS
-    from ..models import BACKBONES
-    from ..train import PRESETS
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `only`, the arguments of that subcommand alone (the others
+    keep their names and help), so `cospeech --help` imports neither torch nor the models."""
+
+    def want(name: str) -> bool:
+        return only is None or only == name
 
     parser = argparse.ArgumentParser(prog="cospeech", description="Speech to holistic 3D motion with diffusion models.")
     parser.add_argument("--version", action="version", version=f"cospeech {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="speech files -> motion (.npz, .bvh) and a preview (.mp4)")
-    g.add_argument("audio", nargs="*", help="speech files (wav, flac, ogg; any rate, depth, channels)")
-    g.add_argument("--example", action="store_true", help="also run the bundled CMU ARCTIC sample")
-    g.add_argument("-m", "--model", default=None, help="model folder, model.safetensors or training run (default: bundled)")
-    g.add_argument("-o", "--out", default=".", help="output folder (default: current folder)")
-    g.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same motion")
-    g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 25)")
-    g.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's (ddim)")
-    g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
-    g.add_argument("--speaker", default=None, help="speaker style (see `cospeech info`)")
-    g.add_argument("--formats", default=",".join(DEFAULT_FORMATS),
-                   help="comma-separated files to write (default: %(default)s): "
-                        + "; ".join(f"{e.name}: {e.description}" for e in EXPORTERS.values()))
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    g.add_argument("--joiner", choices=JOINERS, default="fused",
-                   help="long speech: windows fused at every step (default) or out-painted one after another (foppas)")
-    g.add_argument("--start-pose", metavar="FILE[:FRAME]", default=None,
-                   help="begin in this pose: a frame (default 0) of an SMPL-X npz, e.g. the end of a previous clip (out.npz:-1)")
-    g.add_argument("--end-pose", metavar="FILE[:FRAME]", default=None, help="end in this pose (as --start-pose)")
-    g.add_argument("--keyframes", metavar="FILE", default=None,
-                   help='JSON {"FRAME": "pose.npz[:FRAME]", ...}: poses to pass through (negative FRAME counts from the end)')
-    g.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="network precision (default: float32)")
+    if want("generate"):
+        from ..diffusion import SAMPLERS
+        from ..export import DEFAULT_FORMATS, EXPORTERS
+        from ..generator import DTYPES, JOINERS
+        g.add_argument("audio", nargs="*", help="speech files (wav, flac, ogg; any rate, depth, channels)")
+        g.add_argument("--example", action="store_true", help="also run the bundled CMU ARCTIC sample")
+        g.add_argument("-m", "--model", default=None, help="model folder, model.safetensors or training run (default: bundled)")
+        g.add_argument("-o", "--out", default=".", help="output folder (default: current folder)")
+        g.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same motion")
+        g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 25)")
+        g.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's (ddim)")
+        g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+        g.add_argument("--speaker", default=None, help="speaker style (see `cospeech info`)")
+        g.add_argument("--formats", default=",".join(DEFAULT_FORMATS),
+                       help="comma-separated files to write (default: %(default)s): "
+                            + "; ".join(f"{e.name}: {e.description}" for e in EXPORTERS.values()))
+        g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+        g.add_argument("--joiner", choices=JOINERS, default="fused",
+                       help="long speech: windows fused at every step (default) or out-painted one after another (foppas)")
+        g.add_argument("--start-pose", metavar="FILE[:FRAME]", default=None,
+                       help="begin in this pose: a frame (default 0) of an SMPL-X npz, "
+                            "e.g. the end of a previous clip (out.npz:-1)")
+        g.add_argument("--end-pose", metavar="FILE[:FRAME]", default=None, help="end in this pose (as --start-pose)")
+        g.add_argument("--keyframes", metavar="FILE", default=None,
+                       help='JSON {"FRAME": "pose.npz[:FRAME]", ...}: poses to pass through (negative FRAME counts from the end)')
+        g.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="network precision (default: float32)")
     g.set_defaults(func=_generate)
 
     p = sub.add_parser("prepare", help="a dataset folder -> a feature cache for training")
-    p.add_argument("layout", choices=sorted(ADAPTERS), help="the dataset's published layout")
-    p.add_argument("src", help="dataset folder")
-    p.add_argument("-o", "--out", required=True, help="cache folder (several datasets may share one)")
-    p.add_argument("--window", type=int, default=120, help="frames per training window (default 120)")
-    p.add_argument("--stride", type=int, default=10, help="frames between window starts (default 10)")
-    p.add_argument("--split-file", default=None, help="csv id,type (train/val/test) overriding the dataset's split")
+    if want("prepare"):
+        from ..data import ADAPTERS
+        p.add_argument("layout", choices=sorted(ADAPTERS), help="the dataset's published layout")
+        p.add_argument("src", help="dataset folder")
+        p.add_argument("-o", "--out", required=True, help="cache folder (several datasets may share one)")
+        p.add_argument("--window", type=int, default=120, help="frames per training window (default 120)")
+        p.add_argument("--stride", type=int, default=10, help="frames between window starts (default 10)")
+        p.add_argument("--split-file", default=None, help="csv id,type (train/val/test) overriding the dataset's split")
     p.set_defaults(func=_prepare)
 
     t = sub.add_parser("train", help="train a model on a feature cache")
-    t.add_argument("--data", required=True, help="cache folder from `cospeech prepare`")
-    t.add_argument("-o", "--out", required=True, help="run folder for checkpoints and logs")
-    t.add_argument("--preset", choices=sorted(PRESETS), default="default", help="configuration (default: the bundled model's)")
-    t.add_argument("--backbone", choices=sorted(BACKBONES), default=None, help="override the preset's backbone")
-    t.add_argument("--steps", type=int, default=None)
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
-    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    if want("train"):
+        from ..models import BACKBONES
+        from ..train import PRESETS
+        t.add_argument("--data", required=True, help="cache folder from `cospeech prepare`")
+        t.add_argument("-o", "--out", required=True, help="run folder for checkpoints and logs")
+        t.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                       help="configuration (default: the bundled model's)")
+        t.add_argument("--backbone", choices=sorted(BACKBONES), default=None, help="override the preset's backbone")
+        t.add_argument("--steps", type=int, default=None)
+        t.add_argument("--batch-size", type=int, default=None)
+        t.add_argument("--lr", type=float, default=None)
+        t.add_argument("--seed", type=int, default=None)
+        t.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+        t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="metric table with controls, under a recorded protocol")
@@ -241,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     from ..atomic import raise_on_sigterm
 
     raise_on_sigterm()  # SIGTERM unwinds like Ctrl-C: no temporary file is left beside the outputs
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), "")
+    args = build_parser(only=command).parse_args(argv)
     try:
         return args.func(args)
     except CospeechError as err:
