@@ -42,6 +42,24 @@ def cache_dir(tmp_path_factory, data_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def model():
+    """The bundled model, loaded once per test module."""
+    import cospeech
+
+    return cospeech.load_model()
+
+
+@pytest.fixture(scope="module")
+def speech():
+    """The bundled CMU ARCTIC sample: (wave (N,) float32, sample rate)."""
+    import soundfile as sf
+
+    from cospeech.cli.main import example_speech
+
+    return sf.read(example_speech(), dtype="float32")
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -4,22 +4,11 @@ import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 import cospeech
-from cospeech.cli.main import example_speech, main
+from cospeech.cli.main import main
 from cospeech.errors import CospeechError
 from cospeech.generator import MotionGenerator, bundled_model_path
-
-
-@pytest.fixture(scope="module")
-def model():
-    return cospeech.load_model()
-
-
-@pytest.fixture(scope="module")
-def speech():
-    return sf.read(example_speech(), dtype="float32")
 
 
 def test_bundled_model_is_small_and_self_describing():

@@ -9,7 +9,6 @@ import pytest
 import soundfile as sf
 import torch
 
-import cospeech
 from cospeech import generator as generator_module
 from cospeech.cli.main import example_speech, main
 from cospeech.errors import CospeechError
@@ -20,11 +19,6 @@ from cospeech.pipeline import read_keyframes, read_pose
 from .conftest import BEAT2, BEAT2_TAKE, need_data
 
 POSED = ("root_orient", "body", "jaw", "eyes", "hands")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return cospeech.load_model()
 
 
 @pytest.fixture(scope="module")

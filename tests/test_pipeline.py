@@ -27,16 +27,6 @@ from .conftest import BEAT2, need_data
 SRC = Path(cospeech.__file__).parent
 
 
-@pytest.fixture(scope="module")
-def model():
-    return cospeech.load_model()
-
-
-@pytest.fixture(scope="module")
-def speech():
-    return sf.read(example_speech(), dtype="float32")
-
-
 # -- options ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad", [
     dict(steps=0), dict(steps=-3), dict(steps=2.5), dict(steps=True), dict(guidance=math.nan),
@@ -207,13 +197,9 @@ def test_hook_can_pin_frames_to_known_values():
 
 
 # -- long inputs in bounded segments ---------------------------------------------------------
-def test_long_input_is_sampled_in_bounded_segments(model, monkeypatch):
-    """With segments of 3 windows, every network batch holds ≤ 3 windows, the segments join
-    without a jump larger than the motion's own frame-to-frame changes, and the result is finite."""
-    need_data()
-    wave, sr = sf.read(BEAT2 / "wave16k" / "2_scott_0_2_2.wav", dtype="float32", frames=16000 * 20)
-    feats = model.audio_features(wave, sr)
-    monkeypatch.setattr(generator_module, "SEGMENT_WINDOWS", 3)
+@pytest.fixture
+def sampled_rows(monkeypatch) -> list[int]:
+    """The number of windows in each call of the sampler made by the generator, in order."""
     rows = []
     real_sample = generator_module.sample
 
@@ -222,14 +208,24 @@ def test_long_input_is_sampled_in_bounded_segments(model, monkeypatch):
         return real_sample(net, cond, shape, *a, **kw)
 
     monkeypatch.setattr(generator_module, "sample", spy)
+    return rows
+
+
+def test_long_input_is_sampled_in_bounded_segments(model, monkeypatch, sampled_rows):
+    """With segments of 3 windows, every network batch holds ≤ 3 windows, the segments join
+    without a jump larger than the motion's own frame-to-frame changes, and the result is finite."""
+    need_data()
+    wave, sr = sf.read(BEAT2 / "wave16k" / "2_scott_0_2_2.wav", dtype="float32", frames=16000 * 20)
+    feats = model.audio_features(wave, sr)
+    monkeypatch.setattr(generator_module, "SEGMENT_WINDOWS", 3)
     out = model.sample_features(feats, seed=0, steps=4)
     assert out.shape == (len(feats), model.cfg.spec.dim) and np.isfinite(out).all()
-    assert len(rows) >= 2 and max(rows) <= 3
+    assert len(sampled_rows) >= 2 and max(sampled_rows) <= 3
     # where segments join (first frame after each held overlap), the step is ordinary
     w, o = model.cfg.window, model.cfg.overlap
     seg_len = w + 2 * (w - o)
     step = np.abs(np.diff(model.motion_norm.normalize(out), axis=0)).mean(axis=1)  # (T - 1,)
-    joins = [seg_len - 1 + k * (seg_len - o) for k in range(len(rows) - 1)]
+    joins = [seg_len - 1 + k * (seg_len - o) for k in range(len(sampled_rows) - 1)]
     assert all(step[j] < np.percentile(step, 99) * 2 for j in joins if j < len(step))
 
 
@@ -274,24 +270,16 @@ def test_no_module_imports_the_package_init():
     assert offenders == []
 
 
-def test_foppas_joiner_denoises_one_window_after_another(model, monkeypatch):
+def test_foppas_joiner_denoises_one_window_after_another(model, sampled_rows):
     """Out-painting: every network batch is one window, as many as the fused joiner's windows,
     and the motion is finite; unknown joiners are refused."""
     need_data()
     wave, sr = sf.read(BEAT2 / "wave16k" / "2_scott_0_2_2.wav", dtype="float32", frames=16000 * 10)
     feats = model.audio_features(wave, sr)
-    rows = []
-    real_sample = generator_module.sample
-
-    def spy(net, cond, shape, *a, **kw):
-        rows.append(shape[0])
-        return real_sample(net, cond, shape, *a, **kw)
-
-    monkeypatch.setattr(generator_module, "sample", spy)
     out = model.sample_features(feats, seed=0, steps=3, joiner="foppas")
     from cospeech.diffusion import window_starts
 
-    assert rows == [1] * len(window_starts(len(feats), model.cfg.window, model.cfg.overlap))
+    assert sampled_rows == [1] * len(window_starts(len(feats), model.cfg.window, model.cfg.overlap))
     assert np.isfinite(out).all() and out.shape == (len(feats), model.cfg.spec.dim)
     with pytest.raises(CospeechError, match="joiner"):
         SampleOptions(joiner="stitch")
