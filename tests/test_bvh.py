@@ -21,7 +21,7 @@ MIXAMO = DATA / "rigs" / "mixamo_walk.bvh"
 def test_beat_take_trusts_the_rows_and_suggests_the_real_rate():
     need_data(BEAT_BVH)
     with pytest.warns(UserWarning, match=r"header says 7669 frames at 120 fps \(63\.9 s\) but the file holds 957 rows.*"
-                                         r"about 15 fps: pass fps="):
+                                         r"about 15 fps: state it \(fps=, --fps\)"):
         b = read_bvh(BEAT_BVH)
     assert (b.n_frames, b.n_joints, b.values.shape) == (957, 75, (957, 228))
     assert b.header_mismatch and b.header_frames == 7669 and b.fps == 120.0

@@ -135,6 +135,25 @@ def _benchmark(args) -> int:
     return 0
 
 
+# -- export --------------------------------------------------------------------------------
+def _export(args) -> int:
+    import warnings
+
+    from ..export.convert import convert
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            written, note = convert(args.motion, args.to, args.out, fps=args.fps)
+        finally:  # a reader's warning (a BVH header that lies) as one line, before any error
+            for w in caught:
+                print(f"cospeech: warning: {w.message}", file=sys.stderr)
+    print(f"{args.motion} -> {written}")
+    if note:
+        print(f"cospeech: note: {note}", file=sys.stderr)
+    return 0
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; with `only`, the arguments of that subcommand alone (the others
     keep their names and help), so `cospeech --help` imports neither torch nor the models."""
@@ -240,6 +259,19 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="on a shared machine: before each configuration wait up to this long for idle CPUs")
     b.add_argument("--json", default=None, help="also write the report here")
     b.set_defaults(func=_benchmark)
+
+    x = sub.add_parser("export", help="a motion file (npz, BVH, Live Link CSV) -> another format (glb, ARKit curves, ...)")
+    if want("export"):
+        from ..export import EXPORTERS
+        from ..export.convert import READERS
+        x.add_argument("motion", help="motion file: " + ", ".join(f"{s} ({what})" for s, what in READERS.items()))
+        x.add_argument("--to", required=True, metavar="FORMAT",
+                       help="; ".join(f"{e.name}: {e.description}" for e in EXPORTERS.values()))
+        x.add_argument("-o", "--out", default=None,
+                       help="output file, or a folder for <stem><suffix> (default: beside the input)")
+        x.add_argument("--fps", type=float, default=None,
+                       help="the real frame rate of a BVH or CSV whose header says otherwise")
+    x.set_defaults(func=_export)
 
     i = sub.add_parser("info", help="describe a model")
     i.add_argument("-m", "--model", default=None, help="default: the bundled model")

@@ -3,7 +3,10 @@
 An exporter is a writer `write(motion, path, audio=None, title=None) -> Path` and the blocks of
 the motion it cannot do without; `--formats` and its help are built from this dict, so a
 contributor adds a format here and nowhere else. Before writing, `export` asks the motion for
-the blocks (a face-only model cannot be written as a body BVH, and says so).
+the blocks (a face-only model cannot be written as a body BVH, and says so), and runs the
+exporter's `check` where a format needs more than fixed blocks (ARKit curves: an `arkit` block
+or a jaw). `note(motion)` says in one line what a file of that motion lacks, for the command
+line to print.
 """
 
 from __future__ import annotations
@@ -24,6 +27,24 @@ class Exporter:
     description: str
     needs: tuple[str, ...]  # motion blocks the writer needs
     write: Callable[..., Path]  # write(motion, path, audio=None, title=None) -> Path
+    check: Callable[..., None] | None = None  # check(motion): raise CospeechError when it cannot be written
+    note: Callable[..., str | None] | None = None  # note(motion): what the file will lack, or None
+
+    def require(self, motion) -> None:
+        """Raise `CospeechError` (one line) when this format cannot be written from `motion`."""
+        motion.require(*self.needs, purpose=f"{self.name} export")
+        if self.check is not None:
+            self.check(motion)
+
+
+def _smplx_only(name: str):
+    def check(motion) -> None:
+        from ..motion import SmplxMotion
+
+        if not isinstance(motion, SmplxMotion):
+            has = ", ".join(motion.blocks) or "nothing"
+            raise CospeechError(f"{name} export writes SMPL-X + FLAME parameters; this motion is not SMPL-X (it has: {has})")
+    return check
 
 
 def _npz(motion, path, audio=None, title=None):
@@ -44,10 +65,47 @@ def _mp4(motion, path, audio=None, title=None):
     return write_preview(motion, path, audio=audio, title=title)
 
 
+def _glb(motion, path, audio=None, title=None):
+    from .gltf import write_glb
+
+    return write_glb(motion, path)
+
+
+def _arkit_json(motion, path, audio=None, title=None):
+    from .arkit import write_arkit_json
+
+    return write_arkit_json(motion, path)
+
+
+def _livelink_csv(motion, path, audio=None, title=None):
+    from .arkit import write_livelink_csv
+
+    return write_livelink_csv(motion, path)
+
+
+def _check_arkit(motion):
+    from .arkit import check_arkit
+
+    check_arkit(motion)
+
+
+def _arkit_note(motion):
+    from .arkit import arkit_note
+
+    return arkit_note(motion)
+
+
 EXPORTERS: dict[str, Exporter] = {e.name: e for e in (
-    Exporter("npz", ".npz", "SMPL-X + FLAME parameters with BEAT2/EMAGE key names", (), _npz),
-    Exporter("bvh", ".bvh", "the SMPL-X skeleton's joint rotations (Blender, MotionBuilder)", ("body",), _bvh),
-    Exporter("mp4", ".mp4", "a preview video with the speech as its audio track", (), _mp4),
+    Exporter("npz", ".npz", "SMPL-X + FLAME parameters with BEAT2/EMAGE key names", (), _npz, _smplx_only("npz")),
+    Exporter("bvh", ".bvh", "the SMPL-X skeleton's joint rotations (Blender, MotionBuilder)", ("body",), _bvh,
+             _smplx_only("bvh")),
+    Exporter("mp4", ".mp4", "a preview video with the speech as its audio track", (), _mp4, _smplx_only("mp4")),
+    Exporter("glb", ".glb", "glTF 2.0: the SMPL-X skeleton as nodes with its animation (Blender, three.js, Unity)",
+             ("body",), _glb, _smplx_only("glb")),
+    Exporter("arkit-json", "_arkit.json", "ARKit-52 face curves in BEAT's facial JSON layout",
+             (), _arkit_json, _check_arkit, _arkit_note),
+    Exporter("livelink-csv", "_livelink.csv", "ARKit-52 face curves as a Live Link Face CSV (Unreal)",
+             (), _livelink_csv, _check_arkit, _arkit_note),
 )}
 DEFAULT_FORMATS = ("npz", "bvh", "mp4")
 
@@ -76,7 +134,7 @@ def export(motion, formats: tuple[str, ...], out_dir: Path, stem: str, audio=Non
     check_finite(motion, stem)
     exporters = [EXPORTERS[f] for f in parse_formats(formats)]
     for e in exporters:
-        motion.require(*e.needs, purpose=f"{e.name} export")
+        e.require(motion)
     written = []
     for e in exporters:
         path = Path(out_dir) / f"{stem}{e.suffix}"

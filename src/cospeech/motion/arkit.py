@@ -9,6 +9,7 @@ Legend: T frames.
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +35,59 @@ ARKIT_LIPS = tuple(i for i, n in enumerate(ARKIT_52) if n.startswith(("jaw", "mo
 ARKIT_UPPER_FACE = tuple(i for i, n in enumerate(ARKIT_52) if n.startswith(("brow", "eye", "cheekSquint", "noseSneer")))
 
 # Live Link Face CSV (the layout Unreal imports): `Timecode` (HH:MM:SS:FF.fff on a 60 fps base),
-# `BlendshapeCount`, the 52 shapes in PascalCase, then head and eye angles in radians.
+# `BlendshapeCount` (61: the 52 shapes and 9 angles), the 52 shapes in PascalCase in Live Link's
+# order (ARKit's, with JawRight before JawLeft and MouthRight before MouthLeft), then head and eye
+# angles in radians.
 LIVELINK_TIMECODE_FPS = 60.0
+LIVELINK_ANGLES = (
+    "HeadYaw", "HeadPitch", "HeadRoll", "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll",
+    "RightEyeYaw", "RightEyePitch", "RightEyeRoll",
+)
+
+
+def _livelink_shapes() -> tuple[str, ...]:
+    names = [n[:1].upper() + n[1:] for n in ARKIT_52]
+    for a, b in (("JawLeft", "JawRight"), ("MouthLeft", "MouthRight")):
+        i, j = names.index(a), names.index(b)
+        names[i], names[j] = names[j], names[i]
+    return tuple(names)
+
+
+LIVELINK_SHAPES = _livelink_shapes()
+LIVELINK_HEADER = ("Timecode", "BlendshapeCount", *LIVELINK_SHAPES, *LIVELINK_ANGLES)
 # Weights this far outside [0, 1] are tracker rounding and are clipped; further is an error.
 _WEIGHT_SLACK = 1e-3
+
+
+@dataclass(eq=False)
+class LiveLinkTake(BlockMotion):
+    """A Live Link Face take: the `arkit` block (T, 52) plus what the CSV says besides the curves,
+    so that writing it back loses nothing: the timecodes as written (T strings) and the head and
+    eye angles (T, 9) in `LIVELINK_ANGLES` order, radians."""
+
+    timecodes: tuple[str, ...] = ()
+    angles: np.ndarray | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        t = self.n_frames
+        if self.timecodes and len(self.timecodes) != t:
+            raise CospeechError(f"{len(self.timecodes)} timecodes for {t} frames")
+        if self.angles is not None and np.shape(self.angles) != (t, len(LIVELINK_ANGLES)):
+            raise CospeechError(f"angles must be ({t}, {len(LIVELINK_ANGLES)}), got {np.shape(self.angles)}")
+
+    def crop(self, start: int, stop: int) -> "LiveLinkTake":
+        """Frames [start, stop)."""
+        return LiveLinkTake(self.fps, {n: b[start:stop] for n, b in self.blocks.items()}, self.kinds,
+                            self.timecodes[start:stop], None if self.angles is None else self.angles[start:stop])
+
+
+def livelink_timecode(seconds: float) -> str:
+    """Seconds -> Live Link's HH:MM:SS:FF.fff (frames on the 60 fps base, thousandths of a frame)."""
+    milli = int(round(seconds * LIVELINK_TIMECODE_FPS * 1000))  # thousandths of a 60 fps frame
+    frames, frac = divmod(milli, 1000)
+    secs, ff = divmod(frames, int(LIVELINK_TIMECODE_FPS))
+    return f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}:{ff:02d}.{frac:03d}"
 
 
 def _livelink_seconds(path: Path, row: int, timecode: str) -> float:
@@ -48,11 +98,12 @@ def _livelink_seconds(path: Path, row: int, timecode: str) -> float:
         raise CospeechError(f"{path}: row {row}: timecode {timecode!r} is not HH:MM:SS:FF.fff") from None
 
 
-def read_livelink_csv(path: str | Path, fps: float | None = None) -> BlockMotion:
-    """A Live Link Face CSV -> BlockMotion with one `blendshape` block `arkit` (T, 52) in
-    `ARKIT_52` order. Columns are found by name (the file's order is not ARKit's); extra columns
-    (head and eye angles) are ignored. `fps`: the take's frame rate; by default measured from
-    the first and last timecodes (Live Link's nominal 60 fps drifts, ≈ 59.9 here)."""
+def read_livelink_csv(path: str | Path, fps: float | None = None) -> LiveLinkTake:
+    """A Live Link Face CSV -> a motion with one `blendshape` block `arkit` (T, 52) in
+    `ARKIT_52` order. Columns are found by name (the file's order is not ARKit's); the timecodes
+    and, when all nine are there, the head and eye angles are kept beside the block (see
+    `LiveLinkTake`). `fps`: the take's frame rate; by default measured from the first and last
+    timecodes (Live Link's nominal 60 fps drifts, ≈ 59.9 here)."""
     path = Path(path)
     try:
         with open(path, newline="") as f:
@@ -84,11 +135,20 @@ def read_livelink_csv(path: str | Path, fps: float | None = None) -> BlockMotion
         n = bad[0]
         raise CospeechError(f"{path}: {header[idx[n]]} leaves [0, 1] ({low[n]:.4g} … {high[n]:.4g})")
     weights = np.clip(weights, 0.0, 1.0)
+    body = [row for row in rows[1:] if row]
+    timecodes = tuple(row[column["timecode"]].strip() for row in body)
+    angles = None
+    if all(a[:1].lower() + a[1:] in column for a in LIVELINK_ANGLES):
+        try:
+            angles = np.array([[float(row[column[a[:1].lower() + a[1:]]]) for a in LIVELINK_ANGLES] for row in body])
+        except (ValueError, IndexError):
+            angles = None  # the curves are what this reader promises; unreadable angles are dropped
+        if angles is not None and not np.isfinite(angles).all():
+            angles = None
     if fps is None:
-        body = [row for row in rows[1:] if row]
         start = _livelink_seconds(path, 2, body[0][column["timecode"]])
         stop = _livelink_seconds(path, len(body) + 1, body[-1][column["timecode"]])
         if len(body) < 2 or not stop > start:
             raise CospeechError(f"{path}: cannot measure the frame rate from the timecodes; pass fps")
         fps = (len(body) - 1) / (stop - start)
-    return BlockMotion(float(fps), {"arkit": weights}, {"arkit": "blendshape"})
+    return LiveLinkTake(float(fps), {"arkit": weights}, {"arkit": "blendshape"}, timecodes, angles)

@@ -198,7 +198,7 @@ def read_bvh(path: str | Path, fps: float | None = None) -> BvhFile:
         warnings.warn(
             f"{path}: header says {header_frames} frames at {header_fps:.4g} fps ({duration:.1f} s) but the file "
             f"holds {len(values)} rows; using the rows. If frames were dropped, the real rate is about "
-            f"{len(values) / duration:.3g} fps: pass fps= to say so", stacklevel=2,
+            f"{len(values) / duration:.3g} fps: state it (fps=, --fps) to say so", stacklevel=2,
         )
     return BvhFile(tuple(names), tuple(parents), np.asarray(offsets, np.float64), tuple(channels), values,
                    float(fps) if fps is not None else header_fps, header_frames, header_fps)
@@ -322,3 +322,24 @@ def _is_float(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def read_bvh_smplx(path: str | Path, fps: float | None = None, scale: float = 0.01):
+    """A BVH whose joints carry the SMPL-X names (as `cospeech` writes them) -> `SmplxMotion`
+    with the root trajectory and every joint's rotation (no face expression). Positions are in
+    the file's unit × `scale` (0.01: centimetres, the project's BVH unit) and the root's rest
+    position is taken off, so a BVH written from a motion reads back as that motion.
+    A file with another skeleton is a one-line error."""
+    from .skeleton import PELVIS_REST, SMPLX_JOINTS
+    from .smplx import SmplxMotion
+
+    bvh = read_bvh(path, fps=fps)
+    absent = [n for n in SMPLX_JOINTS if n not in bvh.names]
+    if absent:
+        raise CospeechError(f"{path}: not an SMPL-X skeleton ({len(absent)} of the 55 SMPL-X joints are absent, e.g. "
+                            f"{absent[0]!r}; its root is {bvh.names[0]!r}); only BVH with SMPL-X joint names converts")
+    order = [bvh.names.index(n) for n in SMPLX_JOINTS]
+    poses = bvh.axis_angle()[:, order]  # (T, 55, 3)
+    trans = bvh.translations()[:, order[0]] * scale - np.asarray(PELVIS_REST)  # (T, 3) metres
+    parts = {"root_vel", "root_orient", "body", "jaw", "eyes", "hands"}
+    return SmplxMotion(poses, trans, np.zeros((len(poses), 100), np.float32), bvh.fps, parts=frozenset(parts))
