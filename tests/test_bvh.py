@@ -21,7 +21,7 @@ MIXAMO = DATA / "rigs" / "mixamo_walk.bvh"
 def test_beat_take_trusts_the_rows_and_suggests_the_real_rate():
     need_data(BEAT_BVH)
     with pytest.warns(UserWarning, match=r"header says 7669 frames at 120 fps \(63\.9 s\) but the file holds 957 rows.*"
-                                         r"about 15 fps: state it \(fps=, --fps\)"):
+                                         r"about 15 fps: state the rate with fps= \(--fps"):
         b = read_bvh(BEAT_BVH)
     assert (b.n_frames, b.n_joints, b.values.shape) == (957, 75, (957, 228))
     assert b.header_mismatch and b.header_frames == 7669 and b.fps == 120.0
@@ -121,3 +121,57 @@ def test_any_rotation_order_and_position_channels_on_any_joint(tmp_path):
     skel = b.skeleton(scale=0.01)
     assert skel.names == ("root", "arm", "hand") and skel.parents == (-1, 0, 1)
     np.testing.assert_allclose(skel.offsets[2], [0, 0.02, 0])
+
+
+@pytest.mark.parametrize("order", ["ZXY", "XYZ", "YZX", "ZYX"])
+def test_project_bvh_reads_back_as_the_motion_in_any_rotation_order(tmp_path, order):
+    """The writer's Euler order is the reader's: a real BEAT2 clip written as BVH in four orders
+    reads back (read_bvh_smplx) as the same rotations and root path."""
+    from cospeech.data.base import Take
+    from cospeech.data.folder import load_motion
+    from cospeech.export.bvh import write_bvh
+    from cospeech.motion.bvh import read_bvh_smplx
+
+    npz = need_data(DATA / "beat2" / "smplxflame_30" / "2_scott_0_1_1.npz")
+    motion = load_motion(Take("t", "t", "", "", npz, npz)).crop(100, 160)
+    path = write_bvh(motion, tmp_path / f"{order}.bvh", order=order)
+    b = read_bvh(path)
+    assert b.channels[0][3:] == tuple(f"{a}rotation" for a in order) and b.fps == 30.0 and not b.header_mismatch
+    again = read_bvh_smplx(path)
+    assert again.n_frames == 60 and again.fps == 30.0 and "expression" not in again.parts
+    want = Rotation.from_rotvec(motion.poses.reshape(-1, 3).astype(np.float64)).as_matrix()
+    got = Rotation.from_rotvec(again.poses.reshape(-1, 3).astype(np.float64)).as_matrix()
+    np.testing.assert_allclose(got, want, atol=2e-5)  # 6 decimals of degrees in the file
+    np.testing.assert_allclose(again.trans, motion.trans, atol=1e-6)
+
+
+def test_bvh_of_another_skeleton_is_not_read_as_smplx():
+    from cospeech.errors import CospeechError
+    from cospeech.motion.bvh import read_bvh_smplx
+
+    need_data(MIXAMO)
+    with pytest.raises(CospeechError, match=r"mixamo_walk.bvh: not an SMPL-X skeleton .*root is 'mixamorig:Hips'"):
+        read_bvh_smplx(MIXAMO)
+
+
+def test_header_mismatch_warns_once_in_one_line(tmp_path):
+    """A short file whose header claims more frames at another rate: one warning of one line;
+    fps= states the rate (no warning); a file whose header is right warns nothing."""
+    body = ("HIERARCHY\nROOT r\n{\n OFFSET 0 0 0\n CHANNELS 4 Xposition Yposition Zposition Yrotation\n"
+            " End Site\n {\n  OFFSET 0 1 0\n }\n}\nMOTION\n")
+    rows = "".join(f"{i} 0 0 {10 * i}\n" for i in range(4))
+    lying = tmp_path / "lying.bvh"
+    lying.write_text(body + "Frames: 16\nFrame Time: 0.0083333\n" + rows)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        b = read_bvh(lying)
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    assert "header says 16 frames at 120 fps" in str(caught[0].message) and "about 30 fps" in str(caught[0].message)
+    assert b.n_frames == 4 and b.fps == 120.0
+    np.testing.assert_allclose(b.axis_angle()[3, 0], [0, np.radians(30), 0], atol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_bvh(lying, fps=30).fps == 30.0
+        honest = tmp_path / "honest.bvh"
+        honest.write_text(body + "Frames: 4\nFrame Time: 0.0333333\n" + rows)
+        assert read_bvh(honest).fps == 30.0

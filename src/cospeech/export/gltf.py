@@ -60,9 +60,9 @@ def write_glb(motion: SmplxMotion, path: str | Path) -> Path:
     time_acc = add(times, g.SCALAR, with_bounds=True)
     samplers, channels = [], []
     for k in range(j):
-        samplers.append(g.AnimationSampler(input=time_acc, output=add(quats[:, k], g.VEC4), interpolation=g.LINEAR))
+        samplers.append(g.AnimationSampler(input=time_acc, output=add(quats[:, k], g.VEC4), interpolation=g.ANIM_LINEAR))
         channels.append(g.AnimationChannel(sampler=len(samplers) - 1, target=g.AnimationChannelTarget(node=k, path="rotation")))
-    samplers.append(g.AnimationSampler(input=time_acc, output=add(root, g.VEC3), interpolation=g.LINEAR))
+    samplers.append(g.AnimationSampler(input=time_acc, output=add(root, g.VEC3), interpolation=g.ANIM_LINEAR))
     channels.append(g.AnimationChannel(sampler=len(samplers) - 1, target=g.AnimationChannelTarget(node=0, path="translation")))
 
     nodes = []

@@ -122,6 +122,9 @@ def read_livelink_csv(path: str | Path, fps: float | None = None) -> LiveLinkTak
     for r, row in enumerate(rows[1:], start=2):
         if not row:
             continue
+        if len(row) != len(header):
+            raise CospeechError(
+                f"{path}: row {r}: {len(row)} fields but the header names {len(header)}; the file is cut or broken")
         try:
             frames.append([float(row[i]) for i in idx])
         except (ValueError, IndexError):
@@ -141,7 +144,7 @@ def read_livelink_csv(path: str | Path, fps: float | None = None) -> LiveLinkTak
     if all(a[:1].lower() + a[1:] in column for a in LIVELINK_ANGLES):
         try:
             angles = np.array([[float(row[column[a[:1].lower() + a[1:]]]) for a in LIVELINK_ANGLES] for row in body])
-        except (ValueError, IndexError):
+        except ValueError:
             angles = None  # the curves are what this reader promises; unreadable angles are dropped
         if angles is not None and not np.isfinite(angles).all():
             angles = None

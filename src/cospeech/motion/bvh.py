@@ -198,7 +198,7 @@ def read_bvh(path: str | Path, fps: float | None = None) -> BvhFile:
         warnings.warn(
             f"{path}: header says {header_frames} frames at {header_fps:.4g} fps ({duration:.1f} s) but the file "
             f"holds {len(values)} rows; using the rows. If frames were dropped, the real rate is about "
-            f"{len(values) / duration:.3g} fps: state it (fps=, --fps) to say so", stacklevel=2,
+            f"{len(values) / duration:.3g} fps: state the rate with fps= (--fps on the command line)", stacklevel=2,
         )
     return BvhFile(tuple(names), tuple(parents), np.asarray(offsets, np.float64), tuple(channels), values,
                    float(fps) if fps is not None else header_fps, header_frames, header_fps)
