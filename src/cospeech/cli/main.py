@@ -154,6 +154,16 @@ def _export(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from ..serve import ServeConfig, serve
+
+    config = ServeConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
+                         max_message_bytes=args.max_message_bytes, idle_timeout_s=args.idle_timeout,
+                         workers=args.workers, lookahead_s=args.lookahead, steps=args.steps, seed=args.seed)
+    serve(args.model, config, announce=lambda line: print(line, file=sys.stderr, flush=True))
+    return 0
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; with `only`, the arguments of that subcommand alone (the others
     keep their names and help), so `cospeech --help` imports neither torch nor the models."""
@@ -272,6 +282,23 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         x.add_argument("--fps", type=float, default=None,
                        help="the real frame rate of a BVH or CSV whose header says otherwise")
     x.set_defaults(func=_export)
+
+    s = sub.add_parser("serve", help="WebSocket streaming server (speech in, motion frames out) and a browser viewer")
+    s.add_argument("-m", "--model", default=None, help="model folder, model.safetensors or training run (default: bundled)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s; 0 picks a free one)")
+    s.add_argument("--max-sessions", type=int, default=64,
+                   help="streams open at once; more are closed with 1013 (default: %(default)s)")
+    s.add_argument("--max-message-bytes", type=int, default=1 << 20,
+                   help="largest message a client may send; larger ones close the stream with 1009 (default: %(default)s)")
+    s.add_argument("--idle-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="close a stream with 1008 after this long without a message (default: %(default)s)")
+    s.add_argument("--workers", type=int, default=2, help="threads running the model (default: %(default)s)")
+    s.add_argument("--lookahead", type=float, default=None, metavar="SECONDS",
+                   help="speech each session waits for before it moves (default: the session's own)")
+    s.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+    s.add_argument("--seed", type=int, default=0, help="random seed of every session unless its header sets one")
+    s.set_defaults(func=_serve)
 
     i = sub.add_parser("info", help="describe a model")
     i.add_argument("-m", "--model", default=None, help="default: the bundled model")
