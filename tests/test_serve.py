@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from cospeech.cli.main import main
+from cospeech.errors import CospeechError
 from cospeech.generator import SampleOptions
 from cospeech.motion.skeleton import SMPLX_JOINTS, SMPLX_PARENTS, smplx_skeleton
 from cospeech.motion.smplx import SmplxMotion
@@ -32,7 +34,7 @@ from cospeech.serve.protocol import (
     N_EXPRESSIONS, ProtocolError, frame_floats, motion_frames, pack_frames, parse_client_header, unpack_frames,
 )
 
-from .conftest import SPEECH, need_data
+from .conftest import DATA, need_data
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 RATE = 16000
@@ -46,6 +48,8 @@ class FakeSession:
     sample_rate) until it lands: frame k opens the jaw by k/100 rad and sets expression 0 to k."""
 
     def __init__(self, model, options, sample_rate, lookahead_s=None):
+        if not 4000 <= sample_rate <= 768000:
+            raise CospeechError(f"stream: sample_rate must be 4000 to 768000 Hz, got {sample_rate}")
         self.fps, self.sample_rate = model.cfg.fps, sample_rate
         self.samples = 0
         self.done = 0
@@ -81,9 +85,9 @@ def make_session(model, options, sample_rate, lookahead_s=None):
     return session
 
 
-def expected_rows(model, chunks: list[np.ndarray], seed: int = 0) -> np.ndarray:
+def expected_rows(model, chunks: list[np.ndarray], sample_rate: int = RATE) -> np.ndarray:
     """The frames a session makes from these chunks, computed here without the server."""
-    session = Session(model, SampleOptions(joiner="foppas", seed=seed), sample_rate=RATE)
+    session = Session(model, SampleOptions(joiner="foppas", seed=LIMITS.seed), sample_rate=sample_rate)
     rows = []
     for chunk in chunks:
         session.push(chunk)
@@ -92,10 +96,12 @@ def expected_rows(model, chunks: list[np.ndarray], seed: int = 0) -> np.ndarray:
     return np.concatenate(rows)
 
 
-def read_speech(name: str) -> np.ndarray:
-    wave, sr = sf.read(need_data(SPEECH / name), dtype="int16")
-    assert sr == RATE
-    return wave
+def read_speech(name: str, seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Real speech from ../shared/data as int16 mono (N,) and its rate."""
+    wave, sr = sf.read(need_data(DATA / name), dtype="int16")
+    if wave.ndim > 1:
+        wave = wave.mean(axis=1).astype(np.int16)
+    return (wave if seconds is None else wave[: int(seconds * sr)]), sr
 
 
 # -- the wire format -----------------------------------------------------------------------
@@ -122,15 +128,17 @@ def test_frames_carry_fk_positions_jaw_and_expressions():
 @pytest.mark.parametrize("header, reason", [
     ("not json", "not JSON"),
     ("[16000]", "JSON object"),
-    ('{"sample_rate": 44100}', "unsupported sample_rate 44100: send 16000"),
-    ('{"sample_rate": "16000"}', "unsupported sample_rate"),
+    ('{"format": "f32le"}', "sample_rate must be a whole number of Hz, got None"),
+    ('{"sample_rate": "16000"}', "sample_rate must be a whole number of Hz, got '16000'"),
+    ('{"sample_rate": 16000.5}', "sample_rate must be a whole number"),
+    ('{"sample_rate": true}', "sample_rate must be a whole number"),
     ('{"sample_rate": 16000, "format": "mp3"}', "unsupported format 'mp3'"),
     ('{"sample_rate": 16000, "channels": 2}', "unknown key(s) channels"),
     ('{"sample_rate": 16000, "seed": -1}', "seed must be"),
 ])
 def test_bad_client_header_is_1008_with_reason(header, reason):
     with pytest.raises(ProtocolError) as err:
-        parse_client_header(header, RATE)
+        parse_client_header(header)
     assert err.value.code == 1008 and reason in str(err.value)
 
 
@@ -206,20 +214,24 @@ class Stream:
         return np.concatenate(self.rows) if self.rows else np.empty((0, frame_floats()), np.float32)
 
 
-def test_round_trip_of_real_speech_over_a_socket(model, server):
-    wave = read_speech("arctic_a0009.wav")  # int16, sent as s16le
-    chunks = [wave[i:i + CHUNK] for i in range(0, len(wave), CHUNK)]
-    stream = Stream(server, {"sample_rate": RATE, "format": "s16le"})
-    assert stream.header["fps"] == model.cfg.fps and stream.header["sample_rate"] == RATE
+@pytest.mark.parametrize("name, fmt, seconds", [
+    ("speech/arctic_a0009.wav", "s16le", None),  # 16 kHz, the model's rate
+    ("show/chemistry/68991-00_00_23-00_00_33.wav", "f32le", 3.0),  # 22 kHz stereo: the session resamples
+])
+def test_round_trip_of_real_speech_over_a_socket(model, server, name, fmt, seconds):
+    wave, sr = read_speech(name, seconds)
+    floats = wave.astype(np.float32) / 32768
+    chunks = [floats[i:i + CHUNK] for i in range(0, len(wave), CHUNK)]
+    stream = Stream(server, {"sample_rate": sr, "format": fmt})
+    assert stream.header["fps"] == model.cfg.fps and stream.header["sample_rate"] == sr
     assert stream.header["joints"] == list(SMPLX_JOINTS) and stream.header["parents"] == list(SMPLX_PARENTS)
     assert stream.header["frame"]["floats"] == frame_floats()
-    for chunk in chunks:
-        stream.send(chunk)
+    for i in range(0, len(wave), CHUNK):
+        stream.send(wave[i:i + CHUNK] if fmt == "s16le" else floats[i:i + CHUNK])
     rows = stream.finish()
     assert stream.ws.close_code == 1000
-    assert len(rows) == round(len(wave) / RATE * model.cfg.fps) == stream.end["frames"]
-    want = expected_rows(model, [c.astype(np.float32) / 32768 for c in chunks])
-    np.testing.assert_allclose(rows, want, atol=1e-5)
+    assert len(rows) == round(len(wave) / sr * model.cfg.fps) == stream.end["frames"]
+    np.testing.assert_allclose(rows, expected_rows(model, chunks, sr), atol=1e-5)
 
 
 def refused(address: str, *messages, hold: float = 10.0) -> tuple[int, str]:
@@ -237,7 +249,7 @@ def refused(address: str, *messages, hold: float = 10.0) -> tuple[int, str]:
 
 
 def test_every_limit_has_its_close_code_while_another_client_streams(model, server):
-    wave = read_speech("arctic_a0009.wav").astype(np.float32) / 32768
+    wave = read_speech("speech/arctic_a0009.wav")[0].astype(np.float32) / 32768
     cases_done = threading.Event()
     sent: list[np.ndarray] = []
     result = {}
@@ -260,7 +272,7 @@ def test_every_limit_has_its_close_code_while_another_client_streams(model, serv
         "too big": refused(server, header, b"\0" * (LIMITS.max_message_bytes + 4)),
         "audio first": refused(server, b"\0" * 64),
         "bad header": refused(server, "{"),
-        "wrong rate": refused(server, json.dumps({"sample_rate": 8000})),
+        "wrong rate": refused(server, json.dumps({"sample_rate": 1000})),
         "text as audio": refused(server, header, "hello"),
         "torn sample": refused(server, header, b"\0" * 6),
         "idle": refused(server, header),
@@ -279,7 +291,7 @@ def test_every_limit_has_its_close_code_while_another_client_streams(model, serv
     assert "exceeds limit of 65536 bytes" in reasons["too big"]
     assert "expected a JSON text header first" in reasons["audio first"]
     assert reasons["bad header"] == "bad header: not JSON"
-    assert reasons["wrong rate"] == "unsupported sample_rate 8000: send 16000 Hz mono"
+    assert "sample_rate" in reasons["wrong rate"] and "1000" in reasons["wrong rate"]  # the session's own words
     assert "audio goes in binary messages" in reasons["text as audio"]
     assert "6 bytes is not a whole number of 4-byte samples" in reasons["torn sample"]
     assert reasons["idle"] == "idle timeout: no message for 2 s"
@@ -306,6 +318,17 @@ def test_health_and_the_viewer_files(server):
     with urllib.request.urlopen(f"http://{server}/example.wav", timeout=10) as response:
         wave, sr = sf.read(io.BytesIO(response.read()))
     assert sr == RATE and len(wave) == 4 * RATE
+
+
+def test_a_client_that_vanishes_leaves_nothing_behind(server, caplog):
+    wave = read_speech("speech/arctic_a0009.wav")[0].astype(np.float32) / 32768
+    for _ in range(2):
+        stream = Stream(server, {"sample_rate": RATE})
+        for i in range(0, len(wave), CHUNK):
+            stream.ws.send(wave[i:i + CHUNK].tobytes())
+        stream.ws.socket.close()  # gone without an end message or a close frame, frames still on their way
+    wait_sessions(server, 0)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 # -- the command ---------------------------------------------------------------------------

@@ -26,6 +26,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from starlette.applications import Starlette
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocketDisconnect
 
 from ..errors import CospeechError
 from ..generator import SampleOptions
@@ -114,11 +119,7 @@ class StreamServer:
         self.sessions = 0
         self.executor: ThreadPoolExecutor | None = None
 
-    def app(self):
-        from starlette.applications import Starlette
-        from starlette.routing import Mount, Route, WebSocketRoute
-        from starlette.staticfiles import StaticFiles
-
+    def app(self) -> Starlette:
         viewer = Path(str(resources.files("cospeech") / "assets" / "viewer"))
         routes = [
             Route("/", partial(self.page, viewer / "viewer.html")),
@@ -138,13 +139,9 @@ class StreamServer:
             self.executor.shutdown(wait=True, cancel_futures=True)
 
     async def page(self, path: Path, request):
-        from starlette.responses import FileResponse
-
         return FileResponse(path)
 
     async def health(self, request):
-        from starlette.responses import JSONResponse
-
         return JSONResponse({"ok": True, "model": self.model_name, "sessions": self.sessions,
                              "max_sessions": self.config.max_sessions, "sample_rate": self.sample_rate,
                              "fps": self.model.cfg.fps})
@@ -162,7 +159,7 @@ class StreamServer:
             await self._close(ws, err.code, str(err))
         except CospeechError as err:
             await self._close(ws, 1008, str(err))
-        except _Disconnected:
+        except WebSocketDisconnect:  # the client left, perhaps while its frames were being sent
             pass
         except Exception:
             log.exception("a stream failed; its client is closed with 1011, the others go on")
@@ -174,9 +171,9 @@ class StreamServer:
         data, text = await self._receive(ws)
         if text is None:
             raise ProtocolError(1003, "expected a JSON text header first, got binary data")
-        dtype, seed = parse_client_header(text, self.sample_rate)
+        rate, dtype, seed = parse_client_header(text)
         options = self.options if seed is None else replace(self.options, seed=seed)
-        session = await self._run(self.session_factory, self.model, options, self.sample_rate, self.config.lookahead_s)
+        session = await self._run(self.session_factory, self.model, options, rate, self.config.lookahead_s)
         await ws.send_text(json.dumps(stream_header(session.fps, session.sample_rate, self.model_name)))
         sent = 0
         while True:
@@ -200,7 +197,7 @@ class StreamServer:
         except asyncio.TimeoutError:
             raise ProtocolError(1008, f"idle timeout: no message for {limit:g} s") from None
         if message["type"] == "websocket.disconnect":
-            raise _Disconnected()
+            raise WebSocketDisconnect(message.get("code", 1000))
         data, text = message.get("bytes"), message.get("text")
         size = len(data) if data is not None else len((text or "").encode())
         if size > self.config.max_message_bytes:
@@ -221,10 +218,6 @@ class StreamServer:
             await ws.close(code, _reason(reason))
         except Exception:  # the client is gone already
             pass
-
-
-class _Disconnected(Exception):
-    """The client closed the stream."""
 
 
 def example_wav() -> Path:

@@ -2,8 +2,9 @@
 
 Client -> server
   1. one text message, a JSON object: `{"sample_rate": 16000, "format": "f32le"}`.
-     sample_rate: must be the server's (`GET /health` says it). format: `f32le` (float32, -1..1,
-     the default) or `s16le` (int16); mono, little-endian. seed: optional whole number.
+     sample_rate: of the audio sent (the session resamples; the model's own rate, in `GET
+     /health`, needs none). format: `f32le` (float32, -1..1, the default) or `s16le` (int16);
+     mono, little-endian. seed: optional whole number.
   2. binary messages of audio samples, any length up to the server's message limit.
   3. text `{"type": "end"}` when the speech is over: the server sends the tail and closes (1000).
 
@@ -74,9 +75,9 @@ def stream_header(fps: float, sample_rate: int, model: str) -> dict:
     }
 
 
-def parse_client_header(text: str, sample_rate: int) -> tuple[np.dtype, int | None]:
-    """The client's first message -> (sample dtype, seed or None); a ProtocolError (1008) names
-    what is wrong."""
+def parse_client_header(text: str) -> tuple[int, np.dtype, int | None]:
+    """The client's first message -> (sample rate, sample dtype, seed or None); a ProtocolError
+    (1008) names what is wrong. Whether the session can take the rate is the session's to say."""
     try:
         header = json.loads(text)
     except ValueError:
@@ -87,15 +88,15 @@ def parse_client_header(text: str, sample_rate: int) -> tuple[np.dtype, int | No
     if unknown:
         raise ProtocolError(1008, f"bad header: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(HEADER_KEYS))}")
     rate = header.get("sample_rate")
-    if rate != sample_rate or isinstance(rate, bool):
-        raise ProtocolError(1008, f"unsupported sample_rate {rate!r}: send {sample_rate} Hz mono")
+    if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
+        raise ProtocolError(1008, f"bad header: sample_rate must be a whole number of Hz, got {rate!r}")
     fmt = header.get("format", "f32le")
     if fmt not in FORMATS:
         raise ProtocolError(1008, f"unsupported format {fmt!r}: use {' or '.join(FORMATS)}")
     seed = header.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
         raise ProtocolError(1008, f"bad header: seed must be a whole number from 0 to 2**64 - 1, got {seed!r}")
-    return FORMATS[fmt], seed
+    return rate, FORMATS[fmt], seed
 
 
 def decode_audio(data: bytes, dtype: np.dtype) -> np.ndarray:
