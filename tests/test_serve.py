@@ -24,7 +24,7 @@ import soundfile as sf
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from cospeech.cli.main import main
+from cospeech.cli.main import example_speech, main
 from cospeech.errors import CospeechError
 from cospeech.generator import SampleOptions
 from cospeech.motion.skeleton import SMPLX_JOINTS, SMPLX_PARENTS, smplx_skeleton
@@ -367,14 +367,19 @@ def test_serve_command_stops_cleanly_on_a_signal(sig):
 
 
 # -- the viewer in a real browser ----------------------------------------------------------
-@contextmanager
-def chromium_page():
-    """Headless Chromium driven over the DevTools protocol; yields call(method, **params)."""
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium driven over the DevTools protocol: call(method, **params) on its page.
+    Its fake microphone plays the bundled speech clip."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
     with tempfile.TemporaryDirectory() as profile:
         proc = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--disable-quic",
              "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--remote-debugging-port=0", "--window-size=1000,700", "about:blank"],
+             f"--user-data-dir={profile}", "--remote-debugging-port=0", "--window-size=1000,700",
+             "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+             f"--use-file-for-fake-audio-capture={example_speech()}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             port_file = Path(profile) / "DevToolsActivePort"
@@ -403,28 +408,45 @@ def chromium_page():
             proc.wait(30)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
-def test_viewer_streams_speech_and_draws_the_skeleton(model, server):
-    with chromium_page() as call:
-        call("Page.navigate", url=f"http://{server}/?src=/example.wav")
+def evaluate(call, js: str):
+    return call("Runtime.evaluate", expression=js, returnByValue=True, userGesture=True)["result"].get("value")
 
-        def page_state():
-            js = "JSON.stringify([window.cospeechFramesReceived, window.cospeechDone, window.cospeechError])"
-            return json.loads(call("Runtime.evaluate", expression=js, returnByValue=True)["result"]["value"])
 
-        deadline = time.monotonic() + 90
-        while not (state := page_state())[1] and not state[2] and time.monotonic() < deadline:
-            time.sleep(0.25)
-        time.sleep(0.5)  # a few animation frames after the last one arrived
-        png = base64.b64decode(call("Page.captureScreenshot", format="png")["data"])
-        counter = call("Runtime.evaluate", expression="document.getElementById('counter').textContent",
-                       returnByValue=True)["result"]["value"]
-    frames, done, error = state
-    assert error is None and done, state
-    assert frames == round(4.0 * model.cfg.fps) == int(counter)  # the bundled sample is 4.0 s
+def wait_done(call, limit_s: float = 90) -> tuple[int, bool, str | None]:
+    """(frames received, end message seen, error) once the stream ends or fails."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        frames, done, error = json.loads(evaluate(
+            call, "JSON.stringify([window.cospeechFramesReceived, window.cospeechDone, window.cospeechError])"))
+        if done or error or time.monotonic() > deadline:
+            return frames, done, error
+        time.sleep(0.25)
+
+
+def test_viewer_streams_a_speech_file_and_draws_the_skeleton(model, server, browser):
+    browser("Page.navigate", url=f"http://{server}/?src=/example.wav")
+    frames, done, error = wait_done(browser)
+    time.sleep(0.5)  # a few animation frames after the last one arrived
+    png = base64.b64decode(browser("Page.captureScreenshot", format="png")["data"])
+    assert error is None and done
+    assert frames == round(4.0 * model.cfg.fps) == int(evaluate(browser, "document.getElementById('counter').textContent"))
     from PIL import Image
 
     image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
     assert image.std() > 10, "the screenshot is blank"
     joints = (np.abs(image - [0xfb, 0xbf, 0x24]).sum(-1) < 30)[:, 380:840]  # joint spheres, between the panels
     assert joints.sum() > 200, "no skeleton drawn"
+
+
+def test_viewer_streams_the_microphone(server, browser):
+    browser("Page.navigate", url=f"http://{server}/")
+    deadline = time.monotonic() + 30
+    while evaluate(browser, "document.readyState") != "complete" or not evaluate(browser, "'cospeechDone' in window"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    evaluate(browser, "document.getElementById('mic').click()")  # the fake microphone speaks the bundled clip
+    time.sleep(2.0)
+    assert evaluate(browser, "document.getElementById('status').textContent") == "listening to the microphone"
+    evaluate(browser, "document.getElementById('stop').click()")
+    frames, done, error = wait_done(browser)
+    assert error is None and done and frames > 30  # about 2 s of speech at 30 fps
