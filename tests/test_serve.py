@@ -335,6 +335,8 @@ def test_a_client_that_vanishes_leaves_nothing_behind(server, caplog):
 def test_serve_command_errors_are_one_line(capsys):
     assert main(["serve", "--max-sessions", "0"]) == 1
     assert capsys.readouterr().err.strip() == "cospeech: error: max-sessions must be at least 1, got 0"
+    assert main(["serve", "--port", "0", "--steps", "5000"]) == 1
+    assert capsys.readouterr().err.strip() == "cospeech: error: steps must be ≤ the model's 1000 training steps, got 5000"
     with listen("127.0.0.1", 0) as taken:
         assert main(["serve", "--port", str(taken.getsockname()[1])]) == 1
     err = capsys.readouterr().err.strip()

@@ -159,7 +159,8 @@ def _serve(args) -> int:
 
     config = ServeConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
                          max_message_bytes=args.max_message_bytes, idle_timeout_s=args.idle_timeout,
-                         workers=args.workers, lookahead_s=args.lookahead, steps=args.steps, seed=args.seed)
+                         workers=args.workers, lookahead_s=args.lookahead, steps=args.steps, seed=args.seed,
+                         device=args.device)
     serve(args.model, config, announce=lambda line: print(line, file=sys.stderr, flush=True))
     return 0
 
@@ -298,6 +299,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="speech each session waits for before it moves (default: the session's own)")
     s.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     s.add_argument("--seed", type=int, default=0, help="random seed of every session unless its header sets one")
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     s.set_defaults(func=_serve)
 
     i = sub.add_parser("info", help="describe a model")

@@ -47,8 +47,8 @@ class ServeConfig:
     max_sessions: open streams at once (one more is closed with 1013). max_message_bytes: the
     largest message a client may send (1009 beyond). idle_timeout_s: a stream with no message for
     this long is closed (1008). workers: threads that run the model. lookahead_s: the streaming
-    session's look-ahead (None: its default). steps, seed: sampling options of every session (a
-    client's header may set its own seed).
+    session's look-ahead (None: its default). steps, seed, device: sampling options of every
+    session (a client's header may set its own seed).
     """
 
     host: str = "127.0.0.1"
@@ -60,6 +60,7 @@ class ServeConfig:
     lookahead_s: float | None = None
     steps: int | None = None
     seed: int = 0
+    device: str = "cpu"
 
     def __post_init__(self):
         if not 0 <= self.port < 65536:
@@ -115,7 +116,8 @@ class StreamServer:
         self.model_name = model_name
         self.session_factory = session_factory
         self.sample_rate = int(model.cfg.audio.sample_rate)
-        self.options = SampleOptions(joiner="foppas", seed=config.seed, steps=config.steps)
+        self.options = SampleOptions(joiner="foppas", seed=config.seed, steps=config.steps, device=config.device)
+        model.check_options(self.options)  # a bad --steps fails at start, not in every stream
         self.sessions = 0
         self.executor: ThreadPoolExecutor | None = None
 
