@@ -40,6 +40,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 RATE = 16000
 CHUNK = 1600  # 0.1 s of audio per message
 FAIL_SEED = 13  # a stream whose header asks for this seed hits an injected internal error
+SLOW_SEED = 14  # ... whose every push takes SLOW_S longer
+SLOW_S = 3.0
 LIMITS = ServeConfig(port=0, max_sessions=3, max_message_bytes=64 * 1024, idle_timeout_s=2.0)
 
 
@@ -82,6 +84,11 @@ def make_session(model, options, sample_rate, lookahead_s=None):
         def broken(chunk):
             raise RuntimeError("injected failure")
         session.push = broken
+    if options.seed == SLOW_SEED:
+        def slow(chunk, push=session.push):
+            time.sleep(SLOW_S)
+            push(chunk)
+        session.push = slow
     return session
 
 
@@ -318,6 +325,20 @@ def test_health_and_the_viewer_files(server):
     with urllib.request.urlopen(f"http://{server}/example.wav", timeout=10) as response:
         wave, sr = sf.read(io.BytesIO(response.read()))
     assert sr == RATE and len(wave) == 4 * RATE
+
+
+def test_a_slow_session_holds_up_no_other_client(server):
+    slow = Stream(server, {"sample_rate": RATE, "seed": SLOW_SEED})
+    slow.ws.send(np.zeros(CHUNK, np.float32).tobytes())  # its push now sleeps in a model thread
+    time.sleep(0.2)
+    start = time.monotonic()
+    assert health(server)["sessions"] == 1
+    quick = Stream(server, {"sample_rate": RATE})
+    quick.finish()
+    assert quick.ws.close_code == 1000 and quick.end == {"type": "end", "frames": 0}
+    assert time.monotonic() - start < SLOW_S - 1.0
+    slow.finish()
+    assert slow.ws.close_code == 1000 and slow.end["frames"] == round(CHUNK / RATE * 30)
 
 
 def test_a_client_that_vanishes_leaves_nothing_behind(server, caplog):
