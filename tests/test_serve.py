@@ -42,7 +42,7 @@ CHUNK = 1600  # 0.1 s of audio per message
 FAIL_SEED = 13  # a stream whose header asks for this seed hits an injected internal error
 SLOW_SEED = 14  # ... whose every push takes SLOW_S longer
 SLOW_S = 3.0
-LIMITS = ServeConfig(port=0, max_sessions=3, max_message_bytes=64 * 1024, idle_timeout_s=2.0)
+LIMITS = ServeConfig(port=0, max_sessions=3, max_message_bytes=64 * 1024, idle_timeout_s=2.0, steps=5)  # 5: fast
 
 
 class FakeSession:
@@ -51,7 +51,7 @@ class FakeSession:
 
     def __init__(self, model, options, sample_rate, lookahead_s=None):
         if not 4000 <= sample_rate <= 768000:
-            raise CospeechError(f"stream: sample_rate must be 4000 to 768000 Hz, got {sample_rate}")
+            raise CospeechError(f"stream: sample rate must be from 4000 to 768000 Hz, got {sample_rate}")
         self.fps, self.sample_rate = model.cfg.fps, sample_rate
         self.samples = 0
         self.done = 0
@@ -94,7 +94,7 @@ def make_session(model, options, sample_rate, lookahead_s=None):
 
 def expected_rows(model, chunks: list[np.ndarray], sample_rate: int = RATE) -> np.ndarray:
     """The frames a session makes from these chunks, computed here without the server."""
-    session = Session(model, SampleOptions(joiner="foppas", seed=LIMITS.seed), sample_rate=sample_rate)
+    session = Session(model, SampleOptions(joiner="foppas", seed=LIMITS.seed, steps=LIMITS.steps), sample_rate=sample_rate)
     rows = []
     for chunk in chunks:
         session.push(chunk)
@@ -298,7 +298,7 @@ def test_every_limit_has_its_close_code_while_another_client_streams(model, serv
     assert "exceeds limit of 65536 bytes" in reasons["too big"]
     assert "expected a JSON text header first" in reasons["audio first"]
     assert reasons["bad header"] == "bad header: not JSON"
-    assert "sample_rate" in reasons["wrong rate"] and "1000" in reasons["wrong rate"]  # the session's own words
+    assert "rate" in reasons["wrong rate"] and "1000" in reasons["wrong rate"]  # the session's own words
     assert "audio goes in binary messages" in reasons["text as audio"]
     assert "6 bytes is not a whole number of 4-byte samples" in reasons["torn sample"]
     assert reasons["idle"] == "idle timeout: no message for 2 s"
