@@ -121,6 +121,14 @@ class StreamServer:
         self.sessions = 0
         self.executor: ThreadPoolExecutor | None = None
 
+    def warm_up(self) -> None:
+        """One short stream before the first client: imports, compiled feature code and the
+        first network pass are paid here, once, not by a client (nor raced by two at once)."""
+        session = self.session_factory(self.model, self.options, self.sample_rate, self.config.lookahead_s)
+        session.push(np.zeros(self.sample_rate // 2, np.float32))
+        session.pull()
+        session.close()
+
     def app(self) -> Starlette:
         viewer = Path(str(resources.files("cospeech") / "assets" / "viewer"))
         routes = [
@@ -170,7 +178,7 @@ class StreamServer:
             self.sessions -= 1
 
     async def _stream(self, ws):
-        data, text = await self._receive(ws)
+        _, text = await self._receive(ws)
         if text is None:
             raise ProtocolError(1003, "expected a JSON text header first, got binary data")
         rate, dtype, seed = parse_client_header(text)
@@ -263,9 +271,10 @@ def serve(model_path: str | None, config: ServeConfig, announce: Callable[[str],
 
     sock = listen(config.host, config.port)
     name = "bundled" if model_path is None else str(resolve_model_path(model_path))
-    app = create_app(load_model(model_path), config, name)
+    server = StreamServer(load_model(model_path), config, name)
+    server.warm_up()
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     announce(f"cospeech serve: viewer http://{shown}:{port}/, stream ws://{shown}:{port}/stream, "
              f"health http://{shown}:{port}/health (Ctrl-C stops)")
-    uvicorn_server(app, config).run(sockets=[sock])
+    uvicorn_server(server.app(), config).run(sockets=[sock])

@@ -12,9 +12,14 @@ window.cospeechDone = false;
 window.cospeechError = null;
 
 // -- the scene -----------------------------------------------------------------------------
-const renderer = new THREE.WebGLRenderer({ antialias: true, preserveDrawingBuffer: true });
-renderer.setPixelRatio(window.devicePixelRatio);
-$('scene').appendChild(renderer.domElement);
+let renderer = null; // without WebGL the stream, counter and face panel still work
+try {
+  renderer = new THREE.WebGLRenderer({ antialias: true, preserveDrawingBuffer: true });
+  renderer.setPixelRatio(window.devicePixelRatio);
+  $('scene').appendChild(renderer.domElement);
+} catch (err) {
+  $('status').textContent = 'no WebGL in this browser: the skeleton cannot be drawn';
+}
 const scene = new THREE.Scene();
 scene.background = new THREE.Color(0x15181d);
 const camera = new THREE.PerspectiveCamera(35, 1, 0.01, 100);
@@ -24,7 +29,7 @@ const grid = new THREE.GridHelper(4, 20, 0x3b4452, 0x262c35);
 scene.add(grid);
 
 function resize() {
-  renderer.setSize(window.innerWidth, window.innerHeight);
+  renderer?.setSize(window.innerWidth, window.innerHeight);
   camera.aspect = window.innerWidth / window.innerHeight;
   camera.updateProjectionMatrix();
 }
@@ -236,7 +241,7 @@ function animate(now) {
       stream.shown = k;
     }
   }
-  renderer.render(scene, camera);
+  renderer?.render(scene, camera);
   requestAnimationFrame(animate);
 }
 requestAnimationFrame(animate);
