@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,21 @@ async def client(address: str, wave: np.ndarray, rate: int, start_delay: float) 
     return out
 
 
+async def probe(address: str, stop: asyncio.Event) -> dict:
+    """While the clients stream: how long `GET /health` takes (the server's event loop under
+    load) and how late this process's own timer fires (the clients' loop, for fairness)."""
+    health, lag = [], []
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        t = time.monotonic()
+        await loop.run_in_executor(None, lambda: urllib.request.urlopen(f"http://{address}/health", timeout=120).read())
+        health.append(time.monotonic() - t)
+        t = time.monotonic()
+        await asyncio.sleep(0.5)
+        lag.append(time.monotonic() - t - 0.5)
+    return {"health": health, "lag": lag}
+
+
 async def run(args) -> dict:
     wave, rate = sf.read(args.speech, dtype="float32")
     if wave.ndim > 1:
@@ -123,10 +139,14 @@ async def run(args) -> dict:
     try:
         t0 = time.monotonic()
         tasks = [client(address, wave, rate, args.ramp * i / args.clients) for i in range(args.clients)]
+        stop = asyncio.Event()
+        probing = asyncio.create_task(probe(address, stop))
         try:
             results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), args.timeout)
         except asyncio.TimeoutError:
             raise SystemExit(f"stopped: the clients were not done after {args.timeout:g} s") from None
+        stop.set()
+        probes = await probing
         wall = time.monotonic() - t0
         peak = peak_rss_mb(proc.pid)
     finally:
@@ -149,6 +169,8 @@ async def run(args) -> dict:
         "first_frame_s": {"p50": pct([r["first_frame_s"] for r in ok if r["first_frame_s"] is not None], 50),
                           "max": pct([r["first_frame_s"] for r in ok if r["first_frame_s"] is not None], 100)},
         "server_peak_rss_mb": round(peak, 1),
+        "health_response_s": {"p50": pct(probes["health"], 50), "max": pct(probes["health"], 100)},
+        "client_loop_lag_max_s": pct(probes["lag"], 100),
         "frames_total": int(sum(r["frames"] for r in ok)),
         "all_frames_in_order": all(r["in_order"] for r in ok) and len(ok) == args.clients,
         "nothing_dropped": all(r["frames"] == r["expected"] == r.get("end", {}).get("frames") for r in ok)

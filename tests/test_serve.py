@@ -42,7 +42,8 @@ CHUNK = 1600  # 0.1 s of audio per message
 FAIL_SEED = 13  # a stream whose header asks for this seed hits an injected internal error
 SLOW_SEED = 14  # ... whose every push takes SLOW_S longer
 SLOW_S = 3.0
-LIMITS = ServeConfig(port=0, max_sessions=3, max_message_bytes=64 * 1024, idle_timeout_s=2.0, steps=5)  # 5: fast
+LIMITS = ServeConfig(port=0, max_sessions=3, max_message_bytes=64 * 1024, idle_timeout_s=2.0, max_backlog_s=10.0,
+                     steps=5)  # 5 denoising steps: the same checks for a fifth of the compute
 
 
 class FakeSession:
@@ -275,6 +276,12 @@ def test_every_limit_has_its_close_code_while_another_client_streams(model, serv
     steady = threading.Thread(target=steady_client)
     steady.start()
     header = json.dumps({"sample_rate": RATE})
+    # a stream whose model work is slow, sent 12 s of speech at once: 11 s wait while it pushes the first
+    behind_audio = [np.zeros(CHUNK * 10, np.float32).tobytes()] * 12
+    behind = {}
+    behind_client = threading.Thread(target=lambda: behind.update(got=refused(
+        server, json.dumps({"sample_rate": RATE, "seed": SLOW_SEED}), *behind_audio)))
+    behind_client.start()
     got = {
         "too big": refused(server, header, b"\0" * (LIMITS.max_message_bytes + 4)),
         "audio first": refused(server, b"\0" * 64),
@@ -285,6 +292,8 @@ def test_every_limit_has_its_close_code_while_another_client_streams(model, serv
         "idle": refused(server, header),
         "internal error": refused(server, json.dumps({"sample_rate": RATE, "seed": FAIL_SEED}), b"\0" * 64),
     }
+    behind_client.join(60)
+    got["behind"] = behind["got"]
     wait_sessions(server, 1)  # the steady client
     with connect(f"ws://{server}/stream"), connect(f"ws://{server}/stream"):
         wait_sessions(server, 3)
@@ -293,7 +302,7 @@ def test_every_limit_has_its_close_code_while_another_client_streams(model, serv
     steady.join(120)
     assert {k: v[0] for k, v in got.items()} == {
         "too big": 1009, "audio first": 1003, "bad header": 1008, "wrong rate": 1008, "text as audio": 1003,
-        "torn sample": 1008, "idle": 1008, "internal error": 1011, "busy": 1013}
+        "torn sample": 1008, "idle": 1008, "internal error": 1011, "behind": 1013, "busy": 1013}
     reasons = {k: v[1] for k, v in got.items()}
     assert "exceeds limit of 65536 bytes" in reasons["too big"]
     assert "expected a JSON text header first" in reasons["audio first"]
@@ -304,6 +313,7 @@ def test_every_limit_has_its_close_code_while_another_client_streams(model, serv
     assert reasons["idle"] == "idle timeout: no message for 2 s"
     assert reasons["internal error"].startswith("internal error")
     assert reasons["busy"] == "server busy: 3 sessions open (limit 3); try again later"
+    assert reasons["behind"] == "server behind: 11 s of speech waiting (limit 10 s); try again later"
     # the steady client got every frame of what it sent, in order and exact, and a clean close
     assert result["close"] == 1000
     np.testing.assert_allclose(result["rows"], expected_rows(model, sent), atol=1e-5)

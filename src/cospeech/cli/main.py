@@ -159,6 +159,7 @@ def _serve(args) -> int:
 
     config = ServeConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
                          max_message_bytes=args.max_message_bytes, idle_timeout_s=args.idle_timeout,
+                         max_backlog_s=args.max_backlog,
                          workers=args.workers, lookahead_s=args.lookahead, steps=args.steps, seed=args.seed,
                          device=args.device)
     serve(args.model, config, announce=lambda line: print(line, file=sys.stderr, flush=True))
@@ -294,6 +295,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="largest message a client may send; larger ones close the stream with 1009 (default: %(default)s)")
     s.add_argument("--idle-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="close a stream with 1008 after this long without a message (default: %(default)s)")
+    s.add_argument("--max-backlog", type=float, default=60.0, metavar="SECONDS",
+                   help="close a stream with 1013 when this much of its speech waits for the model (default: %(default)s)")
     s.add_argument("--workers", type=int, default=2, help="threads running the model (default: %(default)s)")
     s.add_argument("--lookahead", type=float, default=None, metavar="SECONDS",
                    help="speech each session waits for before it moves (default: the session's own)")

@@ -8,7 +8,8 @@ others. Routes: `GET /health`, `GET /` (the browser viewer, `viewer/` its files)
 Close codes a client may see: 1000 done; 1012 the server is shutting down; 1003 a message of the
 wrong type (binary where the JSON header belongs, text where audio belongs); 1008 a bad header,
 an unsupported sample rate or format, bad audio, or the idle timeout; 1009 a message over the
-size limit; 1011 an internal error (that session only); 1013 too many sessions, try again later.
+size limit; 1011 an internal error (that session only); 1013 too many sessions, or the server too
+far behind this stream: try again later.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ class ServeConfig:
 
     max_sessions: open streams at once (one more is closed with 1013). max_message_bytes: the
     largest message a client may send (1009 beyond). idle_timeout_s: a stream with no message for
-    this long is closed (1008). workers: threads that run the model. lookahead_s: the streaming
+    this long is closed (1008). max_backlog_s: speech received but not yet through the model,
+    in seconds; a stream the server has fallen this far behind is closed (1013) rather than
+    let its latency and memory grow without end. workers: threads that run the model. lookahead_s: the streaming
     session's look-ahead (None: its default). steps, seed, device: sampling options of every
     session (a client's header may set its own seed).
     """
@@ -56,6 +59,7 @@ class ServeConfig:
     max_sessions: int = 64
     max_message_bytes: int = 1 << 20
     idle_timeout_s: float = 30.0
+    max_backlog_s: float = 60.0
     workers: int = 2
     lookahead_s: float | None = None
     steps: int | None = None
@@ -70,6 +74,8 @@ class ServeConfig:
                 raise CospeechError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.idle_timeout_s > 0:
             raise CospeechError(f"idle timeout must be positive, got {self.idle_timeout_s}")
+        if not self.max_backlog_s > 0:
+            raise CospeechError(f"max backlog must be positive, got {self.max_backlog_s}")
         if self.lookahead_s is not None and not self.lookahead_s >= 0:
             raise CospeechError(f"lookahead must be ≥ 0 seconds, got {self.lookahead_s}")
 
@@ -97,6 +103,9 @@ def _reason(text: str) -> str:
     """A close reason cut to what a close frame can carry, on a character boundary."""
     data = " ".join(text.split()).encode()
     return data[:MAX_REASON_BYTES].decode(errors="ignore")
+
+
+_END = object()  # the inbox's mark that the client's speech is over
 
 
 def _is_end(text: str) -> bool:
@@ -185,20 +194,52 @@ class StreamServer:
         options = self.options if seed is None else replace(self.options, seed=seed)
         session = await self._run(self.session_factory, self.model, options, rate, self.config.lookahead_s)
         await ws.send_text(json.dumps(stream_header(session.fps, session.sample_rate, self.model_name)))
+        # A reader takes messages off the socket as they come (so keep-alive pings are answered
+        # however busy the model is); this loop feeds the session all the audio waiting at once.
+        inbox: asyncio.Queue = asyncio.Queue()
+        backlog = [0]  # samples received and not yet pushed
+        reader = asyncio.create_task(self._read(ws, dtype, rate, inbox, backlog))
         sent = 0
-        while True:
-            data, text = await self._receive(ws)
-            if data is not None:
-                rows = await self._run(_push_pull, session, decode_audio(data, dtype))
-            elif _is_end(text):
-                rows = await self._run(_finish, session)
-                sent = await self._send(ws, sent, rows)
-                await ws.send_text(json.dumps({"type": "end", "frames": sent}))
-                await ws.close(1000)
-                return
-            else:
-                raise ProtocolError(1003, 'text after the header must be {"type": "end"}; audio goes in binary messages')
-            sent = await self._send(ws, sent, rows)
+        try:
+            while True:
+                items = [await inbox.get()]
+                while not inbox.empty():
+                    items.append(inbox.get_nowait())
+                for item in items:
+                    if isinstance(item, BaseException):
+                        raise item
+                audio = [item for item in items if isinstance(item, np.ndarray)]
+                if audio:
+                    backlog[0] -= sum(map(len, audio))
+                    sent = await self._send(ws, sent, await self._run(_push_pull, session, np.concatenate(audio)))
+                if any(item is _END for item in items):
+                    sent = await self._send(ws, sent, await self._run(_finish, session))
+                    await ws.send_text(json.dumps({"type": "end", "frames": sent}))
+                    await ws.close(1000)
+                    return
+        finally:
+            reader.cancel()
+
+    async def _read(self, ws, dtype, rate: int, inbox: asyncio.Queue, backlog: list[int]) -> None:
+        """Messages after the header -> the inbox: audio (N,) float32, then _END, or the error
+        that ends the stream."""
+        try:
+            while True:
+                data, text = await self._receive(ws)
+                if data is not None:
+                    audio = decode_audio(data, dtype)
+                    backlog[0] += len(audio)
+                    if backlog[0] > self.config.max_backlog_s * rate:
+                        raise ProtocolError(1013, f"server behind: {backlog[0] / rate:.0f} s of speech waiting (limit "
+                                                  f"{self.config.max_backlog_s:g} s); try again later")
+                    inbox.put_nowait(audio)
+                elif _is_end(text):
+                    inbox.put_nowait(_END)
+                    return
+                else:
+                    raise ProtocolError(1003, 'text after the header must be {"type": "end"}; audio goes in binary messages')
+        except Exception as err:  # raised again by the stream's loop, which closes the stream
+            inbox.put_nowait(err)
 
     async def _receive(self, ws) -> tuple[bytes | None, str | None]:
         limit = self.config.idle_timeout_s
