@@ -164,6 +164,7 @@ async def run(args) -> dict:
         "clients": args.clients, "speech": args.speech.name,
         "speech_s_per_client": round(len(wave) / rate, 2), "workers": args.workers, "steps": args.steps,
         "wall_s": round(wall, 2),
+        "speech_s_per_wall_s": round(len(ok) * len(wave) / rate / wall, 2),  # all clients' speech over the run's time
         "frames_per_s_per_client": {"min": pct(per_client, 0), "median": pct(per_client, 50), "max": pct(per_client, 100)},
         "frame_latency_s": {"p50": pct(lat, 50), "p90": pct(lat, 90), "p99": pct(lat, 99), "max": pct(lat, 100)},
         "first_frame_s": {"p50": pct([r["first_frame_s"] for r in ok if r["first_frame_s"] is not None], 50),
