@@ -82,7 +82,8 @@ function showFrame(header, frame) {
   }
   const jaw = frame[field(header, 'jaw_open').offset];
   $('jaw').textContent = jaw.toFixed(3);
-  $('mouth').setAttribute('ry', (2 + 16 * Math.min(1, Math.max(0, jaw) / 0.25)).toFixed(1));
+  // speech opens the SMPL-X jaw by a few degrees (BEAT2's mocap peaks near 0.06 rad): 0.08 rad is wide open
+  $('mouth').setAttribute('ry', (2 + 16 * Math.min(1, Math.max(0, jaw) / 0.08)).toFixed(1));
   const ex = field(header, 'expression');
   const bars = $('expr').children;
   for (let k = 0; k < ex.count; k++) {
