@@ -376,7 +376,7 @@ def test_serve_command_errors_are_one_line(capsys):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_serve_command_stops_cleanly_on_a_signal(sig):
-    proc = subprocess.Popen([sys.executable, "-m", "cospeech", "serve", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "cospeech", "serve", "--port", "0", "--steps", "5"],
                             stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stderr.readline()
@@ -386,6 +386,8 @@ def test_serve_command_stops_cleanly_on_a_signal(sig):
         with connect(f"ws://{address}/stream") as ws:
             ws.send(json.dumps({"sample_rate": RATE}))
             assert json.loads(ws.recv(timeout=30))["type"] == "header"
+            for _ in range(30):  # 3 s of speech: the model is busy with it when the signal comes
+                ws.send(np.zeros(CHUNK, np.float32).tobytes())
             proc.send_signal(sig)
             with pytest.raises(Exception):
                 ws.recv(timeout=30)
@@ -462,6 +464,7 @@ def test_viewer_streams_a_speech_file_and_draws_the_skeleton(model, server, brow
     time.sleep(0.5)  # a few animation frames after the last one arrived
     png = base64.b64decode(browser("Page.captureScreenshot", format="png")["data"])
     assert error is None and done
+    assert evaluate(browser, "window.cospeechSamplesSent") == 4 * RATE  # the bundled clip: 4.0 s at 16 kHz
     assert frames == round(4.0 * model.cfg.fps) == int(evaluate(browser, "document.getElementById('counter').textContent"))
     from PIL import Image
 
@@ -471,15 +474,18 @@ def test_viewer_streams_a_speech_file_and_draws_the_skeleton(model, server, brow
     assert joints.sum() > 200, "no skeleton drawn"
 
 
-def test_viewer_streams_the_microphone(server, browser):
+def test_viewer_streams_the_microphone(model, server, browser):
     browser("Page.navigate", url=f"http://{server}/")
     deadline = time.monotonic() + 30
     while evaluate(browser, "document.readyState") != "complete" or not evaluate(browser, "'cospeechDone' in window"):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     evaluate(browser, "document.getElementById('mic').click()")  # the fake microphone speaks the bundled clip
-    time.sleep(2.0)
-    assert evaluate(browser, "document.getElementById('status').textContent") == "listening to the microphone"
+    deadline = time.monotonic() + 60
+    while evaluate(browser, "window.cospeechSamplesSent") < RATE:  # a second of speech, however slow the machine
+        assert time.monotonic() < deadline, evaluate(browser, "document.getElementById('status').textContent")
+        time.sleep(0.1)
     evaluate(browser, "document.getElementById('stop').click()")
     frames, done, error = wait_done(browser)
-    assert error is None and done and frames > 30  # about 2 s of speech at 30 fps
+    assert error is None and done
+    assert frames == round(evaluate(browser, "window.cospeechSamplesSent") / RATE * model.cfg.fps)

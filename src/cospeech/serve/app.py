@@ -39,6 +39,7 @@ from .protocol import ProtocolError, decode_audio, frame_floats, motion_frames, 
 
 log = logging.getLogger("cospeech.serve")
 MAX_REASON_BYTES = 123  # the most a WebSocket close frame carries
+PUSH_S = 1.0  # the most speech given to a session in one push (seconds)
 
 
 @dataclass(frozen=True)
@@ -195,24 +196,30 @@ class StreamServer:
         session = await self._run(self.session_factory, self.model, options, rate, self.config.lookahead_s)
         await ws.send_text(json.dumps(stream_header(session.fps, session.sample_rate, self.model_name)))
         # A reader takes messages off the socket as they come (so keep-alive pings are answered
-        # however busy the model is); this loop feeds the session all the audio waiting at once.
+        # however busy the model is); this loop feeds the session the audio waiting, up to
+        # PUSH_S seconds at a time, so that a closed stream stops the model work soon.
         inbox: asyncio.Queue = asyncio.Queue()
         backlog = [0]  # samples received and not yet pushed
         reader = asyncio.create_task(self._read(ws, dtype, rate, inbox, backlog))
-        sent = 0
+        pending, ended, sent = np.zeros(0, np.float32), False, 0
         try:
             while True:
-                items = [await inbox.get()]
+                items = [] if len(pending) or ended else [await inbox.get()]
                 while not inbox.empty():
                     items.append(inbox.get_nowait())
                 for item in items:
                     if isinstance(item, BaseException):
                         raise item
+                    if item is _END:
+                        ended = True
                 audio = [item for item in items if isinstance(item, np.ndarray)]
                 if audio:
-                    backlog[0] -= sum(map(len, audio))
-                    sent = await self._send(ws, sent, await self._run(_push_pull, session, np.concatenate(audio)))
-                if any(item is _END for item in items):
+                    pending = np.concatenate([pending, *audio])
+                if len(pending):
+                    piece, pending = pending[:int(PUSH_S * rate)], pending[int(PUSH_S * rate):]
+                    backlog[0] -= len(piece)
+                    sent = await self._send(ws, sent, await self._run(_push_pull, session, piece))
+                elif ended:
                     sent = await self._send(ws, sent, await self._run(_finish, session))
                     await ws.send_text(json.dumps({"type": "end", "frames": sent}))
                     await ws.close(1000)

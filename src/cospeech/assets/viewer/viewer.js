@@ -1,13 +1,15 @@
 // cospeech live viewer: speech (microphone or a file) -> WS /stream -> an animated SMPL-X skeleton.
 // The wire format is described in cospeech/serve/protocol.py. Test hook: `/?src=URL` streams that
 // audio file as soon as the page loads; window.cospeechFramesReceived counts frames received,
-// window.cospeechDone turns true when the server's end message arrives.
+// window.cospeechSamplesSent the audio samples sent, and window.cospeechDone turns true when the
+// server's end message arrives.
 import * as THREE from './three.module.js';
 
 const $ = (id) => document.getElementById(id);
 const CHUNK_S = 0.1; // seconds of audio per message
 
 window.cospeechFramesReceived = 0;
+window.cospeechSamplesSent = 0;
 window.cospeechDone = false;
 window.cospeechError = null;
 
@@ -109,6 +111,7 @@ function openStream(sampleRate) {
     ws.binaryType = 'arraybuffer';
     Object.assign(stream, { ws, header: null, frames: [], shown: -1, clock: 0, next: 0 });
     window.cospeechFramesReceived = 0;
+    window.cospeechSamplesSent = 0;
     window.cospeechDone = false;
     ws.onopen = () => ws.send(JSON.stringify({ sample_rate: sampleRate, format: 'f32le' }));
     ws.onmessage = (event) => {
@@ -172,7 +175,9 @@ async function streamAudio(arrayBuffer, label) {
   for (let sent = 0; sent < mono.length && ws.readyState === WebSocket.OPEN; sent += chunk) {
     const due = start + (1000 * sent) / rate;
     if (due > performance.now()) await sleep(due - performance.now());
-    ws.send(mono.slice(sent, sent + chunk).buffer);
+    const samples = mono.slice(sent, sent + chunk);
+    ws.send(samples.buffer);
+    window.cospeechSamplesSent += samples.length;
   }
   if (ws.readyState === WebSocket.OPEN) {
     ws.send(JSON.stringify({ type: 'end' }));
@@ -199,19 +204,26 @@ async function startMic() {
   await ctx.audioWorklet.addModule('/viewer/mic-worklet.js');
   const node = new AudioWorkletNode(ctx, 'cospeech-mic', { processorOptions: { targetRate: rate } });
   const ws = await openStream(rate);
-  node.port.onmessage = (event) => { if (ws.readyState === WebSocket.OPEN) ws.send(event.data.buffer); };
-  ctx.createMediaStreamSource(media).connect(node);
   mic = { media, ctx, ws };
+  const live = mic;
+  node.port.onmessage = (event) => { // nothing after Stop: the end message is the last
+    if (mic === live && ws.readyState === WebSocket.OPEN) {
+      ws.send(event.data.buffer);
+      window.cospeechSamplesSent += event.data.length;
+    }
+  };
+  ctx.createMediaStreamSource(media).connect(node);
   $('stop').disabled = false;
   status('listening to the microphone');
 }
 
 function stopMic() {
   if (!mic) return;
-  mic.media.getTracks().forEach((t) => t.stop());
-  mic.ctx.close();
-  if (mic.ws.readyState === WebSocket.OPEN) mic.ws.send(JSON.stringify({ type: 'end' }));
+  const { media, ctx, ws } = mic;
   mic = null;
+  media.getTracks().forEach((t) => t.stop());
+  ctx.close();
+  if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'end' }));
   $('stop').disabled = true;
 }
 
