@@ -31,7 +31,7 @@ from cospeech.motion.skeleton import SMPLX_JOINTS, SMPLX_PARENTS, smplx_skeleton
 from cospeech.motion.smplx import SmplxMotion
 from cospeech.serve.app import ServeConfig, create_app, listen, uvicorn_server
 from cospeech.serve.protocol import (
-    N_EXPRESSIONS, ProtocolError, frame_floats, motion_frames, pack_frames, parse_client_header, unpack_frames,
+    EXPRESSIONS_SENT, ProtocolError, frame_floats, motion_frames, pack_frames, parse_client_header, unpack_frames,
 )
 
 from .conftest import DATA, need_data
@@ -121,14 +121,14 @@ def test_frames_carry_fk_positions_jaw_and_expressions():
     expressions = np.arange(200, dtype=np.float32).reshape(2, 100) / 10
     trans = np.array([[0.1, 0.2, 0.3], [0.0, 0.0, 0.0]])
     rows = motion_frames(SmplxMotion(poses, trans, expressions, 30.0))
-    assert rows.shape == (2, frame_floats()) == (2, 55 * 3 + 1 + N_EXPRESSIONS)
+    assert rows.shape == (2, frame_floats()) == (2, 55 * 3 + 1 + EXPRESSIONS_SENT)
     pos = rows[:, :165].reshape(2, 55, 3)
     np.testing.assert_allclose(pos[0], skeleton.rest_positions() + trans[0], atol=1e-6)
     elbow, wrist = SMPLX_JOINTS.index("left_elbow"), SMPLX_JOINTS.index("left_wrist")
     # the forearm (0.25, 0.01, 0) turned 90° about z points up: (-0.01, 0.25, 0)
     np.testing.assert_allclose(pos[1, wrist] - pos[1, elbow], [-0.01, 0.25, 0.0], atol=1e-6)
     np.testing.assert_allclose(rows[:, 165], [0.0, 0.3], atol=1e-7)
-    np.testing.assert_array_equal(rows[:, 166:], expressions[:, :N_EXPRESSIONS])
+    np.testing.assert_array_equal(rows[:, 166:], expressions[:, :EXPRESSIONS_SENT])
     first, back = unpack_frames(pack_frames(7, rows))
     assert first == 7 and back.tobytes() == rows.tobytes()
 

@@ -18,7 +18,7 @@ Server -> client
   3. after the end: text `{"type": "end", "frames": total}`, then close 1000.
   A frame's floats: joint positions (J, 3) in metres from the project's forward kinematics
   (y up, facing +z), then jaw opening (the jaw's rotation about x in radians, positive = open),
-  then the first `N_EXPRESSIONS` FLAME expression coefficients.
+  then the first `EXPRESSIONS_SENT` FLAME expression coefficients.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from ..motion.smplx import PART_JOINTS, SmplxMotion
 
 VERSION = 1
 FORMATS = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
-N_EXPRESSIONS = 10  # leading FLAME expression coefficients sent with each frame
+EXPRESSIONS_SENT = 10  # leading FLAME expression coefficients sent with each frame
 PREFIX = struct.Struct("<II")  # first frame index, frame count
 JAW = PART_JOINTS["jaw"][0]
 HEADER_KEYS = {"sample_rate", "format", "seed"}
@@ -53,7 +53,7 @@ def frame_layout() -> list[dict]:
     """Name, offset and length (in floats) of each field of a frame, in order."""
     fields, offset = [], 0
     for name, count, shape in (("positions", 3 * len(SMPLX_JOINTS), [len(SMPLX_JOINTS), 3]), ("jaw_open", 1, [1]),
-                               ("expression", N_EXPRESSIONS, [N_EXPRESSIONS])):
+                               ("expression", EXPRESSIONS_SENT, [EXPRESSIONS_SENT])):
         fields.append({"name": name, "offset": offset, "count": count, "shape": shape})
         offset += count
     return fields
@@ -121,7 +121,7 @@ def motion_frames(motion: SmplxMotion) -> np.ndarray:
         return out
     out[:, :3 * len(SMPLX_JOINTS)] = joint_positions(motion.poses, motion.trans, _SKELETON).reshape(t, -1)
     out[:, 3 * len(SMPLX_JOINTS)] = motion.poses[:, JAW, 0]
-    out[:, 3 * len(SMPLX_JOINTS) + 1:] = motion.expressions[:, :N_EXPRESSIONS]
+    out[:, 3 * len(SMPLX_JOINTS) + 1:] = motion.expressions[:, :EXPRESSIONS_SENT]
     return out
 
 
