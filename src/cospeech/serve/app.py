@@ -318,11 +318,11 @@ def serve(model_path: str | None, config: ServeConfig, announce: Callable[[str],
     """Load the model once and serve it until SIGINT or SIGTERM."""
     from ..generator import load_model, resolve_model_path
 
-    if importlib.util.find_spec("cospeech.streaming") is None:
-        raise CospeechError("cospeech serve needs the streaming sessions (cospeech.streaming), which this version lacks")
     sock = listen(config.host, config.port)
     name = "bundled" if model_path is None else str(resolve_model_path(model_path))
     server = StreamServer(load_model(model_path), config, name)
+    if importlib.util.find_spec("cospeech.streaming") is None:
+        raise CospeechError("cospeech serve needs the streaming sessions (cospeech.streaming), which this version lacks")
     server.warm_up()
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
