@@ -29,7 +29,7 @@ from ..generator import GeneratorConfig, MotionGenerator, resolve_device
 from ..models import Condition, DenoiserConfig, build_denoiser
 from ..motion import Normalizer
 from .ema import Ema
-from .presets import TrainConfig, get_preset
+from .presets import TrainConfig, get_preset, typed_settings
 
 RUN_CONFIG = "run.json"
 METRICS = "metrics.jsonl"
@@ -78,20 +78,24 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * cosine)
 
 
-def _resolve_run(run: Path, cache: FeatureCache, preset: str, overrides: dict, resume: bool) -> dict:
-    """The run's configuration: fresh from the preset and the cache, or read back on resume."""
+def _resolve_run(run: Path, cache: FeatureCache, preset: str, overrides: dict, resume: bool, settings: dict) -> dict:
+    """The run's configuration: fresh from the preset (with `settings`, see `Preset.override`) and
+    the cache, or read back on resume."""
     path = run / RUN_CONFIG
+    p = get_preset(preset).override(settings)
     if resume:
         if not path.exists():
             raise CospeechError(f"{run}: nothing to resume (no {RUN_CONFIG})")
         spec = json.loads(path.read_text())
         _check_resume_overrides(run, spec, overrides)
+        if settings and typed_settings(settings) != spec.get("set", {}):
+            raise CospeechError(f"{run}: --set {typed_settings(settings)} differs from the run's {spec.get('set', {})}; "
+                                "a resumed run keeps its settings")
         if overrides.get("steps"):
             spec["train"]["steps"] = overrides["steps"]
         return spec
     if (run / "checkpoints").exists() and any((run / "checkpoints").iterdir()):
         raise CospeechError(f"{run}: already holds checkpoints; pass --resume or choose a new folder")
-    p = get_preset(preset)
     tcfg = replace(p.train, **{k: v for k, v in overrides.items() if k in TrainConfig.__dataclass_fields__ and v is not None})
     window = tcfg.window or cache.window
     tcfg = replace(tcfg, window=window, stride=tcfg.stride or cache.stride,
@@ -99,7 +103,8 @@ def _resolve_run(run: Path, cache: FeatureCache, preset: str, overrides: dict, r
     den = dict(p.denoiser)
     if overrides.get("backbone"):
         den["backbone"] = overrides["backbone"]
-    return {"preset": preset, "train": tcfg.to_dict(), "denoiser": den, "diffusion": p.diffusion.to_dict()}
+    return {"preset": preset, "set": typed_settings(settings), "train": tcfg.to_dict(), "denoiser": den,
+            "diffusion": p.diffusion.to_dict()}
 
 
 def _check_resume_overrides(run: Path, spec: dict, overrides: dict) -> None:
@@ -132,18 +137,19 @@ def _resume_log(run: Path, step: int) -> float:
 
 def train(
     data: str | Path | FeatureCache, run: str | Path, preset: str = "default", resume: bool = False,
-    progress: bool = True, device: str = "cpu", **overrides,
+    progress: bool = True, device: str = "cpu", settings: dict | None = None, **overrides,
 ) -> MotionGenerator:
     """Train on a prepared cache (its train split); returns the EMA model (on the CPU).
 
-    device: cpu, cuda, cuda:N or auto. overrides: TrainConfig fields (steps, batch_size, lr,
-    seed, ...) and `backbone`.
+    device: cpu, cuda, cuda:N or auto. settings: preset fields replaced, {"section.field": value}
+    (`Preset.override`, the CLI's --set). overrides: TrainConfig fields (steps, batch_size, lr,
+    seed, ...) and `backbone`, applied after the settings.
     """
     dev = resolve_device(device)
     cache = data if isinstance(data, FeatureCache) else load_cache(data, split="train")
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
-    spec = _resolve_run(run, cache, preset, overrides, resume)
+    spec = _resolve_run(run, cache, preset, overrides, resume, settings or {})
     tcfg = TrainConfig.from_dict(spec["train"])
     dcfg = DiffusionConfig.from_dict(spec["diffusion"])
     speakers = tuple(cache.speakers)

@@ -2,15 +2,24 @@
 
 `default` is the bundled model's configuration. Presets of the papers (DiffSHEG, DiffSpeaker,
 DiffMotion-v2, DiM-Gestor) are added here as data when their denoisers exist.
+
+`Preset.override({"diffusion.prediction": "epsilon", "denoiser.dropout": 0.2})` returns a
+preset with fields of its sections (`train`, `diffusion`, `denoiser`) replaced: the experiment
+knob behind `--set key=value`. An unknown key is an error, and text values are read as their
+field's type.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Mapping
 
 from ..artifacts import config_from_dict
 from ..diffusion import DiffusionConfig
 from ..errors import CospeechError
+from ..models import DenoiserConfig
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,83 @@ class Preset:
     denoiser: dict = field(default_factory=dict)  # DenoiserConfig fields besides the data sizes
     diffusion: DiffusionConfig = DiffusionConfig()
     train: TrainConfig = TrainConfig()
+
+    def override(self, settings: Mapping[str, Any]) -> "Preset":
+        """This preset with `section.field` settings replaced (sections: train, diffusion,
+        denoiser); a text value is read as the field's type ("0.2" -> 0.2, "none" -> None)."""
+        sections = {"train": asdict(self.train), "diffusion": asdict(self.diffusion), "denoiser": dict(self.denoiser)}
+        for key, value in typed_settings(settings).items():
+            section, _, name = key.partition(".")
+            sections[section][name] = value
+        try:
+            return replace(self, train=TrainConfig(**sections["train"]), diffusion=DiffusionConfig(**sections["diffusion"]),
+                           denoiser=sections["denoiser"])
+        except CospeechError as err:
+            raise CospeechError(f"--set: {err}") from None
+
+
+def _field_types(cls, skip=()) -> dict[str, str]:
+    return {f.name: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            for f in dataclasses.fields(cls) if f.name not in skip}
+
+
+# section -> field -> its type as written; the denoiser's data sizes come from the cache, not a preset
+SETTABLE = {
+    "train": _field_types(TrainConfig),
+    "diffusion": _field_types(DiffusionConfig),
+    "denoiser": _field_types(DenoiserConfig, skip=("motion_dim", "audio_dim", "n_speakers")),
+}
+
+
+def typed_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """`section.field` -> value, each key checked and each text value read as its field's type."""
+    out = {}
+    for key, value in settings.items():
+        section, _, name = key.partition(".")
+        if section not in SETTABLE:
+            raise CospeechError(f"--set {key}: unknown setting; keys start with {', '.join(SETTABLE)}")
+        if name not in SETTABLE[section]:
+            raise CospeechError(f"--set {key}: unknown setting; {section} has {', '.join(SETTABLE[section])}")
+        out[key] = _value(key, value, SETTABLE[section][name])
+    return out
+
+
+def _value(key: str, value, type_name: str):
+    """`value` as the field type `type_name` (int, float, str, bool, dict, or X | None): text is
+    read, an int given for a float becomes a float (so 2 and 2.0 are one setting)."""
+    options = [t.strip() for t in type_name.split("|")]
+    if not isinstance(value, str):
+        return float(value) if options[0] == "float" and type(value) is int else value
+    text = value
+    if "None" in options and text.strip().lower() in ("none", "null"):
+        return None
+    base = options[0]
+    try:
+        if base == "int":
+            return int(text)
+        if base == "float":
+            return float(text)
+        if base == "bool":
+            return {"true": True, "false": False}[text.strip().lower()]
+        if base == "dict":
+            value = json.loads(text)
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
+    except (ValueError, KeyError):
+        raise CospeechError(f"--set {key}={text}: not a valid {type_name}") from None
+    return text
+
+
+def parse_settings(items) -> dict[str, str]:
+    """`["diffusion.prediction=epsilon", ...]` -> {"diffusion.prediction": "epsilon", ...} (checked by `Preset.override`)."""
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CospeechError(f"--set {item}: expected key=value, e.g. diffusion.prediction=epsilon")
+        out[key.strip()] = value.strip()
+    return out
 
 
 PRESETS: dict[str, Preset] = {
