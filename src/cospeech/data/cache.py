@@ -13,6 +13,11 @@ unchanged in size and mtime are not even re-hashed). Several datasets can share 
 folder, as long as they share fps and feature settings. Caches of version 3 (audio inside the
 take's npz) still load.
 
+`load_cache(..., exclude={take id: [(start, end), ...]})` (or `FeatureCache.excluding`) leaves
+frame ranges out, e.g. a held-out segment and a guard band around it: each take splits into the
+segments it keeps, views of its arrays (`FeatureCache.segment`), so no window, statistic or
+data hash sees the excluded frames.
+
 Legend: T frames, D motion channels, C audio channels, Ta frames of a stream, W window frames.
 """
 
@@ -23,6 +28,7 @@ import json
 import shutil
 import warnings
 from dataclasses import dataclass, field, replace
+from typing import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -264,10 +270,55 @@ class FeatureCache:
         rate, first = rec["rate"], rec["start"]
         if rate is None:  # on the motion grid
             return feats[start : start + length], 0.0
+        start += t.meta.get("range", (0, 0))[0]  # a segment holds its recording's whole stream
         eps = 1e-9
         lo = int(np.clip(np.floor((start / self.fps - first) * rate + eps), 0, len(feats) - 1))
         hi = int(np.clip(np.ceil(((start + length) / self.fps - first) * rate - eps), lo + 1, len(feats)))
         return feats[lo:hi], first + lo / rate - start / self.fps
+
+
+    def segment(self, take: CachedTake, start: int, end: int) -> CachedTake:
+        """Frames [start, end) of `take` as a take of their own: views of its arrays, its speech
+        onsets from `start`, its root starting where the take's root is at `start`. The meta says
+        where it comes from: id `<id>[start:end]`, range [start, end] in the recording."""
+        lo, hi = take.meta.get("range", (0, take.n_frames))
+        if not 0 <= start < end <= take.n_frames:
+            raise CospeechError(f"{self.root}: frames [{start}, {end}) are not within take {take.meta['id']} "
+                                f"({take.n_frames} frames)")
+        if (start, end) == (0, take.n_frames):
+            return take
+        source = take.meta.get("source_id", take.meta["id"])
+        meta = {**take.meta, "id": f"{source}[{lo + start}:{lo + end}]", "source_id": source,
+                "range": [lo + start, lo + end], "frames": end - start}
+        root = self.spec.slices().get("root_vel")
+        if root is not None and "origin" in meta:  # the velocity part integrates from the take's origin
+            meta["origin"] = [float(v) for v in np.asarray(meta["origin"]) + take.motion[1 : start + 1, root].sum(0)]
+        sec = start / self.fps, end / self.fps
+        onsets = take.onsets[(take.onsets >= sec[0]) & (take.onsets < sec[1])] - sec[0]
+        streams = {name: feats[start:end] if self.streams[name]["rate"] is None else feats
+                   for name, feats in take.streams.items()}
+        return CachedTake(meta, take.motion[start:end], take.audio[start:end], take.mask, onsets, streams)
+
+    def excluding(self, exclude: Mapping[str, Iterable[tuple[int, int]]]) -> "FeatureCache":
+        """This cache without the frames [start, end) listed per take id (ranges may overlap):
+        each take keeps the segments between them (`segment`); a take excluded whole is gone."""
+        ids = {t.meta["id"] for t in self.takes}
+        unknown = sorted(set(exclude) - ids)
+        if unknown:
+            raise CospeechError(f"{self.root}: cannot exclude frames of {', '.join(unknown)}: no such take")
+        takes = []
+        for take in self.takes:
+            kept = np.ones(take.n_frames, bool)
+            for start, end in exclude.get(take.meta["id"], ()):
+                if not 0 <= start < end <= take.n_frames:
+                    raise CospeechError(f"{self.root}: cannot exclude frames [{start}, {end}) of take {take.meta['id']} "
+                                        f"({take.n_frames} frames)")
+                kept[start:end] = False
+            edges = np.flatnonzero(np.diff(np.concatenate([[False], kept, [False]]).astype(np.int8)))
+            takes += [self.segment(take, int(a), int(b)) for a, b in edges.reshape(-1, 2)]
+        if not takes:
+            raise CospeechError(f"{self.root}: no frames left after the exclusion")
+        return replace(self, takes=takes)
 
 
 def data_hash(takes) -> str:
@@ -276,9 +327,11 @@ def data_hash(takes) -> str:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
-def load_cache(path: str | Path, split: str | None = None) -> FeatureCache:
+def load_cache(path: str | Path, split: str | None = None,
+               exclude: Mapping[str, Iterable[tuple[int, int]]] | None = None) -> FeatureCache:
     """Load `index.json` and the takes of one split (all takes when split is None), each with
-    every stream the cache holds."""
+    every stream the cache holds; `exclude`: frame ranges [start, end) left out per take id
+    (`FeatureCache.excluding`)."""
     root = Path(path)
     if not root.is_dir():
         raise CospeechError(f"{root}: no such cache folder; run `cospeech prepare` first")
@@ -308,7 +361,8 @@ def load_cache(path: str | Path, split: str | None = None) -> FeatureCache:
         takes.append(CachedTake(e, motion, streams.pop(AUDIO), mask, onsets, streams))
     if not takes:
         raise CospeechError(f"{root}: no takes" + (f" in split {split!r}" if split else ""))
-    return FeatureCache(
+    cache = FeatureCache(
         root, float(index["fps"]), audio_cfg, MotionSpec.from_dict(index["spec"]), int(index["window"]),
         int(index["stride"]), takes, records,
     )
+    return cache.excluding(exclude) if exclude else cache
