@@ -57,9 +57,11 @@ def _prepare(args) -> int:
 
 def _train(args) -> int:
     from ..train import train
+    from ..train.presets import parse_settings
 
     gen = train(args.data, args.out, preset=args.preset, resume=args.resume, steps=args.steps,
-                batch_size=args.batch_size, lr=args.lr, seed=args.seed, backbone=args.backbone, device=args.device)
+                batch_size=args.batch_size, lr=args.lr, seed=args.seed, backbone=args.backbone, device=args.device,
+                settings=parse_settings(args.set))
     rec = gen.info.get("training", {})
     print(f"{args.out}: trained to step {rec.get('step')}, loss {rec.get('loss_smooth', float('nan')):.4f}")
     return 0
@@ -74,21 +76,64 @@ def _train_evaluator(args) -> int:
     return 0
 
 
+FOLDS_ONLY = ("preset", "backbone", "train_steps", "eval_at", "set", "out", "segment", "guard")  # options that train
+
+
 def _evaluate(args) -> int:
     from ..data import load_cache
     from ..generator import load_model
     from ..metrics.evaluate import evaluate, format_table, write_report
     from ..metrics.evaluator import MotionEvaluator, bundled_evaluator_path
 
+    if args.folds is not None:
+        return _evaluate_folds(args)
+    if args.run is None:
+        raise CospeechError("evaluate: name the model to evaluate (a model or run folder, or 'bundled'), or pass --folds K")
+    given = [name for name in FOLDS_ONLY if getattr(args, name) not in (None, [])]
+    if given:
+        raise CospeechError(f"evaluate: --{given[0].replace('_', '-')} trains models, so it goes with --folds K")
     model_path = None if args.run in ("bundled", "default") else args.run
     model = load_model(model_path)
     evaluator = MotionEvaluator.load(args.evaluator or bundled_evaluator_path())
-    report = evaluate(model, load_cache(args.data), evaluator, split=args.split, samples=args.samples,
+    report = evaluate(model, load_cache(args.data), evaluator, split=args.split or "test", samples=args.samples,
                       seed=args.seed, steps=args.steps, model_path=model_path, device=args.device)
     print(format_table(report))
     if args.json:
         write_report(report, args.json)
         print(f"\nreport with protocol: {args.json}")
+    return 0
+
+
+def _evaluate_folds(args) -> int:
+    from ..data import load_cache
+    from ..metrics.evaluator import MotionEvaluator, bundled_evaluator_path
+    from ..metrics.folds import FoldsConfig, format_folds, run_folds
+    from ..train.presets import parse_settings
+
+    if args.run is not None:
+        raise CospeechError(f"evaluate --folds trains a model per fold; it takes no model ({args.run!r} given)")
+    if args.out is None:
+        raise CospeechError("evaluate --folds needs -o OUT, the folder of the per-fold runs and the report")
+    if args.split is not None:
+        raise CospeechError("evaluate --folds holds out every take in turn; it takes no --split")
+    settings = parse_settings(args.set)
+    if args.backbone:
+        settings["denoiser.backbone"] = args.backbone
+    try:
+        eval_at = tuple(int(v) for v in (args.eval_at or "").split(",") if v.strip())
+    except ValueError:
+        raise CospeechError(f"--eval-at takes comma-separated step counts; got {args.eval_at!r}") from None
+    cfg = FoldsConfig(k=args.folds, preset=args.preset or "default", settings=settings, train_steps=args.train_steps,
+                      eval_at=eval_at, segment_s=args.segment if args.segment is not None else 10.0,
+                      guard_s=args.guard if args.guard is not None else 2.0, samples=args.samples, seed=args.seed,
+                      sample_steps=args.steps)
+    evaluator = MotionEvaluator.load(args.evaluator or bundled_evaluator_path())
+    report = run_folds(load_cache(args.data), args.out, cfg, evaluator, device=args.device,
+                       log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_folds(report))
+    if args.json:
+        write_text(args.json, Path(args.out, "report.json").read_text())
+    print(f"\nreport with protocol: {Path(args.out) / 'report.json'}")
     return 0
 
 
@@ -232,18 +277,36 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         t.add_argument("--seed", type=int, default=None)
         t.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
         t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+        t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="replace a preset setting, e.g. diffusion.prediction=epsilon, denoiser.dropout=0.2 (repeatable)")
     t.set_defaults(func=_train)
 
-    e = sub.add_parser("evaluate", help="metric table with controls, under a recorded protocol")
-    e.add_argument("run", help="model folder, model.safetensors or training run; 'bundled' for the default model")
+    e = sub.add_parser("evaluate", help="metric table with controls, under a recorded protocol",
+                       description="Evaluate one model (RUN), or with --folds K train and evaluate a model per fold "
+                                   "of the cache (every frame held out once) and report mean and 95%% interval over folds.")
+    e.add_argument("run", nargs="?", default=None,
+                   help="model folder, model.safetensors or training run; 'bundled' for the default model (not with --folds)")
     e.add_argument("--data", required=True, help="cache folder from `cospeech prepare`")
-    e.add_argument("--split", default="test", help="which split to evaluate (default: test)")
+    e.add_argument("--split", default=None, help="which split to evaluate (default: test; not with --folds)")
     e.add_argument("--samples", type=int, default=3, help="generations per clip (default 3), for mean and 95%% interval")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     e.add_argument("--evaluator", default=None, help="evaluator folder (default: the bundled one)")
     e.add_argument("--json", default=None, help="write the report (results + protocol) here")
     e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    f = e.add_argument_group("folds", "train a model per fold and evaluate its held-out part")
+    f.add_argument("--folds", type=int, default=None, metavar="K",
+                   help="K folds over the cache's held-out parts (short takes whole, long takes in segments)")
+    f.add_argument("-o", "--out", default=None, help="folder of the per-fold runs and report.json (resumable)")
+    f.add_argument("--preset", default=None, help="training preset (default: default)")
+    f.add_argument("--backbone", default=None, help="override the preset's backbone")
+    f.add_argument("--train-steps", type=int, default=None, help="training steps per fold (default: the largest --eval-at, else the preset's)")
+    f.add_argument("--eval-at", default=None, metavar="STEPS", help="comma-separated checkpoints to evaluate too, e.g. 250,500")
+    f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="replace a preset setting, e.g. diffusion.prediction=epsilon (repeatable)")
+    f.add_argument("--segment", type=float, default=None, help="seconds per held-out part of a long take (default 10)")
+    f.add_argument("--guard", type=float, default=None,
+                   help="seconds left out of training either side of a held-out part (default 2)")
     e.set_defaults(func=_evaluate)
 
     te = sub.add_parser("train-evaluator", help="train the motion auto-encoder behind FGD/FED/FMD")
