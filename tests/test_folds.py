@@ -4,8 +4,10 @@ the training configuration; `--set` replaces preset fields and rejects unknown k
 
 import json
 import math
+import re
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -256,3 +258,14 @@ def test_two_folds_end_to_end_resume_and_refusal(cache, evaluator, tmp_path):
     with pytest.raises(CospeechError, match="another protocol"):
         run_folds(cache, out, replace(cfg, settings={"denoiser.dropout": "0.2"}), evaluator, progress=False,
                   log=lambda line: None)
+
+
+def test_readme_folds_protocol_hash_is_what_folds_compute(cache, evaluator):
+    """The README's folds table names the protocol these settings give on the shared clips."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    found = re.findall(r"`cospeech evaluate --folds (\d+) --data cache/shared --preset (\w+) --train-steps (\d+) "
+                       r"--eval-at ([\d,]+)`;\s+folds protocol `([0-9a-f]{16})`", readme)
+    assert found, "README: no folds table with its command and protocol hash"
+    for k, preset, steps, eval_at, quoted in found:
+        cfg = FoldsConfig(k=int(k), preset=preset, train_steps=int(steps), eval_at=tuple(map(int, eval_at.split(","))))
+        assert protocol_hash(folds_protocol(cache, define_folds(cache, cfg.k), cfg, evaluator))[:16] == quoted
