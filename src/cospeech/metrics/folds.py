@@ -319,7 +319,7 @@ def run_folds(cache: FeatureCache, out: str | Path, cfg: FoldsConfig, evaluator,
 
 def _cell(v: dict) -> str:
     ci = v["ci95"]
-    return f"{v['mean']:9.4g} ±{ci:<6.2g}" if np.isfinite(ci) and ci else f"{v['mean']:9.4g}        "
+    return f"{v['mean']:9.4g} ±{ci:<7.2g}" if np.isfinite(ci) and ci else f"{v['mean']:9.4g}         "
 
 
 def format_folds(report: dict) -> str:
@@ -340,22 +340,22 @@ def format_folds(report: dict) -> str:
         f"step {steps[-1]}: mean over folds ± 95% interval",
     ]
     names = list(METRICS)
-    head = f"{'system':<17}" + "".join(f"{n:>17}" for n in names)
+    head = f"{'system':<17}" + "".join(f"{n:>19}" for n in names)
     lines += [head, "-" * len(head)]
     for system in SYSTEMS:
         res = last["results"][system]
-        lines.append(f"{system:<17}" + "".join(f"{_cell(res[n]):>17}" for n in names))
+        lines.append(f"{system:<17}" + "".join(f"{_cell(res[n]):>19}" for n in names))
     lines.append("")
     for name, v in last["verdict"].items():
         metric, control = name.split(" vs ")
         lines.append(f"  model beats {control} on {metric} in {v['model_better']}/{v['folds']} folds")
     lines += ["", "model against training steps (mean over folds ± 95% interval)",
-              f"{'step':<17}" + "".join(f"{n:>17}" for n in CURVE)]
+              f"{'step':<17}" + "".join(f"{n:>19}" for n in CURVE)]
     for s in steps:
         res = report["steps"][s]["results"]["model"]
-        lines.append(f"{s:<17}" + "".join(f"{_cell(res[n]):>17}" for n in CURVE))
+        lines.append(f"{s:<17}" + "".join(f"{_cell(res[n]):>19}" for n in CURVE))
     truth = last["results"]["ground truth"]
-    lines.append(f"{'ground truth':<17}" + "".join(f"{_cell(truth[n]):>17}" for n in CURVE))
+    lines.append(f"{'ground truth':<17}" + "".join(f"{_cell(truth[n]):>19}" for n in CURVE))
     return "\n".join(lines)
 
 
