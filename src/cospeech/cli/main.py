@@ -211,6 +211,23 @@ def _serve(args) -> int:
     return 0
 
 
+def _retarget(args) -> int:
+    from ..export.convert import read_motion
+    from ..export.retarget import write_retargeted_bvh
+
+    out = Path(args.out)
+    if out.resolve() in (Path(args.motion).resolve(), Path(args.to).resolve()):
+        raise CospeechError(f"{out}: is an input; name another output with -o")
+    motion = read_motion(args.motion, fps=args.fps)
+    try:
+        motion.require("body", purpose="retargeting")
+    except CospeechError as err:
+        raise CospeechError(f"{args.motion}: {err}") from None
+    written = write_retargeted_bvh(motion, args.to, out)
+    print(f"{args.motion} -> {written} (on the skeleton of {args.to})")
+    return 0
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; with `only`, the arguments of that subcommand alone (the others
     keep their names and help), so `cospeech --help` imports neither torch nor the models."""
@@ -367,6 +384,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="random seed of every session unless its header sets one")
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     s.set_defaults(func=_serve)
+
+    r = sub.add_parser("retarget", help="SMPL-X motion -> a BVH on another skeleton (BEAT's, Mixamo-named rigs)")
+    r.add_argument("motion", help="SMPL-X motion: .npz or a BVH with SMPL-X joint names")
+    r.add_argument("--to", required=True, metavar="RIG.bvh", help="a BVH whose skeleton (hierarchy, offsets, unit) to use")
+    r.add_argument("-o", "--out", required=True, help="the BVH to write")
+    r.add_argument("--fps", type=float, default=None, help="the real frame rate of a motion BVH whose header says otherwise")
+    r.set_defaults(func=_retarget)
 
     i = sub.add_parser("info", help="describe a model")
     i.add_argument("-m", "--model", default=None, help="default: the bundled model")
