@@ -5,6 +5,7 @@ import torch
 from cospeech.diffusion import (
     DiffusionConfig, WindowFuser, sample, sample_scheduler, train_scheduler, training_loss, window_starts,
 )
+from cospeech.errors import CospeechError
 from cospeech.models import Condition, DenoiserConfig, build_denoiser
 
 
@@ -108,3 +109,38 @@ def test_long_sequence_sampling_is_continuous():
                cfg, torch.Generator().manual_seed(0), project=fuser)
     seq = fuser.merge(x)
     assert seq.shape == (250, 12) and torch.isfinite(seq).all()
+
+
+def test_speech_low_pass_weights_and_ends(monkeypatch):
+    """`audio_smooth`: each frame's features become the Hann-weighted mean of its k neighbours,
+    renormalised where the window runs past the sequence, equally in training and by pieces."""
+    import cospeech.models.denoiser as shell
+
+    torch.manual_seed(0)
+    cfg = DenoiserConfig(motion_dim=12, audio_dim=5, n_speakers=2, width=32, depth=1, heads=4, dropout=0.0, audio_smooth=5)
+    model = build_denoiser(cfg).eval()
+    audio = torch.randn(2, 30, 5, dtype=torch.float64)
+    out = model._smooth(audio, 0, 30)
+    w = np.array([0.25, 0.75, 1.0, 0.75, 0.25])  # Hann of 5 frames without its zero ends
+    a = audio.numpy()
+    for i in (0, 1, 14, 29):
+        lo, hi = max(i - 2, 0), min(i + 3, 30)
+        ww = w[lo - (i - 2): 5 - ((i + 3) - hi)]
+        np.testing.assert_allclose(out[:, i].numpy(), (a[:, lo:hi] * ww[None, :, None]).sum(1) / ww.sum(), rtol=1e-12)
+    np.testing.assert_allclose(model._smooth(audio, 7, 19).numpy(), out[:, 7:19].numpy(), rtol=1e-12)  # a piece = a slice
+    torch.testing.assert_close(model._smooth(torch.ones(1, 9, 5), 0, 9), torch.ones(1, 9, 5))  # constants pass
+    with pytest.raises(CospeechError, match="odd"):
+        build_denoiser(DenoiserConfig(**{**cfg.to_dict(), "audio_smooth": 4}))
+    monkeypatch.setattr(shell, "PIECE", 8)
+    x, t, c = torch.randn(2, 45, 12), torch.tensor([10, 700]), cond(2, 45)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    whole = model(x, t, c)
+    with torch.no_grad():
+        pieces = model(x, t, c)
+    torch.testing.assert_close(pieces, whole, rtol=1e-5, atol=1e-5)
+    rough = build_denoiser(DenoiserConfig(**{**cfg.to_dict(), "audio_smooth": 0})).eval()
+    rough.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(rough(x, t, c), pieces)  # the option changes what the tokens read

@@ -149,10 +149,11 @@ class OffByDelta:
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "sample", "v_prediction"])
-@pytest.mark.parametrize("velocity_weight", [0.0, 0.7])
+@pytest.mark.parametrize("velocity_weight, accel_weight", [(0.0, 0.0), (0.7, 0.0), (0.0, 1.3), (0.7, 1.3)])
 @pytest.mark.parametrize("masked", [False, True])
-def test_training_loss_closed_form(prediction, velocity_weight, masked):
-    cfg = DiffusionConfig(prediction=prediction, cond_dropout=0.0, velocity_weight=velocity_weight)
+def test_training_loss_closed_form(prediction, velocity_weight, accel_weight, masked):
+    cfg = DiffusionConfig(prediction=prediction, cond_dropout=0.0, velocity_weight=velocity_weight,
+                          accel_weight=accel_weight)
     sched = train_scheduler(cfg)
     x0, _, _ = forward_process(1)
     delta = 0.1 * torch.randn(x0.shape, generator=gen(2), dtype=torch.float64)
@@ -167,7 +168,10 @@ def test_training_loss_closed_form(prediction, velocity_weight, masked):
     e = {"epsilon": -(1 - ab).sqrt() / ab.sqrt() * delta, "sample": delta, "v_prediction": -(1 - ab).sqrt() * delta}[prediction]
     m = mask[:, :, None].double()  # (B, T, 1); every channel counts
     pairs = m[:, 1:] * m[:, :-1]  # a velocity counts where both its frames are real
-    expected = (delta**2 * m).sum() / (3 * m.sum()) + velocity_weight * (e.diff(dim=1) ** 2 * pairs).sum() / (3 * pairs.sum())
+    triples = pairs[:, 1:] * pairs[:, :-1]  # an acceleration counts where its three frames are real
+    expected = ((delta**2 * m).sum() / (3 * m.sum())
+                + velocity_weight * (e.diff(dim=1) ** 2 * pairs).sum() / (3 * pairs.sum())
+                + accel_weight * (e.diff(dim=1).diff(dim=1) ** 2 * triples).sum() / (3 * triples.sum()))
     assert float(loss) == pytest.approx(float(expected), rel=1e-6)
     assert len(set(model.t.tolist())) > 1  # steps drawn per row
 

@@ -68,6 +68,33 @@ def test_velocity_encodes_steps_and_integrates_back():
     np.testing.assert_allclose(KINDS["velocity"].decode(part, KINDS["velocity"].encode(part, real), real[0]), real, atol=1e-5)
 
 
+def test_anchored_root_keeps_height_and_sets_the_start_apart():
+    part = Part("root_vel", "anchored", 3)
+    traj = np.array([[2, 1.0, 5], [3, 1.5, 5], [1, 0.5, 7]], np.float32)
+    feats = KINDS["anchored"].encode(part, traj)
+    np.testing.assert_array_equal(feats, [[0, 1.0, 0], [1, 1.5, 0], [-1, 0.5, 2]])  # y as is, x and z from frame 0
+    np.testing.assert_array_equal(KINDS["anchored"].decode(part, feats, start=(2.0, 9.0, 5.0)), traj)  # start's y unused
+    np.testing.assert_array_equal(KINDS["anchored"].decode(part, feats), feats)
+    with pytest.raises(CospeechError, match="start"):
+        KINDS["anchored"].decode(part, feats, start=(0.0, 0.0))
+    with pytest.raises(CospeechError, match="dim = 3"):
+        MotionSpec((Part("root_vel", "anchored", 2),))
+    real = _beat2().trans
+    np.testing.assert_allclose(KINDS["anchored"].decode(part, KINDS["anchored"].encode(part, real), real[0]), real, atol=1e-6)
+
+
+def test_an_anchored_root_cannot_drift_where_velocity_does():
+    """The same small bias on every frame's features: integrated velocity walks away without
+    bound, the anchored root moves by the bias once."""
+    n, bias = 18000, np.float32(1e-4)  # 10 minutes at 30 fps, 0.1 mm per frame
+    still = np.tile(np.array([[0.0, 1.3, 0.0]], np.float32), (n, 1))
+    for kind, drift in (("velocity", n * bias), ("anchored", bias)):
+        part = Part("root_vel", kind, 3)
+        feats = KINDS[kind].encode(part, still) + bias
+        path = KINDS[kind].decode(part, feats, start=still[0])
+        assert np.abs(path - still).max() == pytest.approx(drift, rel=1e-2)
+
+
 def test_coeff_is_identity_and_keeps_the_leading_coefficients():
     rng = np.random.default_rng(1)
     expr = rng.normal(size=(30, 100)).astype(np.float32)
@@ -233,7 +260,7 @@ def test_bundled_spec_json_reads_and_writes_back_unchanged():
 
 def test_smplx_encode_is_unchanged_on_real_takes():
     """Features of real takes as the spec computed them before kinds (recorded from that code)."""
-    spec = smplx_flame_spec()
+    spec = smplx_flame_spec("velocity")
     feats = spec.encode(_beat2())
     assert feats.shape == (120, 457) and feats.dtype == np.float32
     np.testing.assert_allclose(_signature(feats), [11757.002055838802, 26048.852644239145, 16.816991395316798], rtol=1e-6)

@@ -36,6 +36,7 @@ class DiffusionConfig:
     beta_schedule: str = "squaredcos_cap_v2"
     cond_dropout: float = 0.1  # probability of training a row unconditionally (for guidance)
     velocity_weight: float = 0.0  # weight of the frame-to-frame velocity loss on the predicted x0
+    accel_weight: float = 0.0  # weight of the acceleration (second difference) loss on the predicted x0
     sampler: str = "ddim"
     sample_steps: int = 25
     guidance: float = 1.0  # 1 = plain conditional sampling (one network pass per step)
@@ -114,8 +115,10 @@ def training_loss(
     mask: torch.Tensor | None = None, channel_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean squared error of the network's target on randomly noised motion, plus (when
-    cfg.velocity_weight > 0) the error of the predicted motion's frame-to-frame velocity, which
-    suppresses high-frequency jitter (as in MDM's velocity loss).
+    cfg.velocity_weight > 0) the error of the predicted motion's frame-to-frame velocity (as in
+    MDM's velocity loss) and (cfg.accel_weight > 0) of its acceleration, the second difference:
+    frame-to-frame noise weighs 2× in the velocity error and 6× in the acceleration error, while
+    smooth motion's second differences are small, so that term is what holds jitter down.
 
     x0: (B, T, D) clean normalised motion; mask: (B, T) bool real frames; channel_mask: (B, D)
     bool channels holding real data for each row (others do not count).
@@ -137,10 +140,14 @@ def training_loss(
     if channel_mask is not None:
         weight = weight * channel_mask[:, None, :]
     loss = _masked_mse(pred - target, weight)
-    if cfg.velocity_weight > 0 and t > 1:
+    if (cfg.velocity_weight > 0 or cfg.accel_weight > 0) and t > 1:
         x0_hat = predicted_x0(pred, x_t, steps, cfg, scheduler)
         vel_err = x0_hat.diff(dim=1) - x0.diff(dim=1)  # (B, T - 1, D)
-        loss = loss + cfg.velocity_weight * _masked_mse(vel_err, weight[:, 1:] * weight[:, :-1])
+        vel_w = weight[:, 1:] * weight[:, :-1]  # a difference counts where both its frames do
+        if cfg.velocity_weight > 0:
+            loss = loss + cfg.velocity_weight * _masked_mse(vel_err, vel_w)
+        if cfg.accel_weight > 0 and t > 2:
+            loss = loss + cfg.accel_weight * _masked_mse(vel_err.diff(dim=1), vel_w[:, 1:] * vel_w[:, :-1])
     return loss
 
 

@@ -41,6 +41,7 @@ class DenoiserConfig:
     mlp_ratio: float = 4.0
     dropout: float = 0.1
     audio_kernel: int = 5
+    audio_smooth: int = 0  # frames of a fixed Hann low-pass over the speech features (0 = none)
     mixer: dict = field(default_factory=dict)
     audio_stream: str = "audio"  # the Condition stream the input tokens read (see `grid_audio`)
 
@@ -63,6 +64,8 @@ class Denoiser(nn.Module):
 
     def __init__(self, cfg: DenoiserConfig, make_mixer: Callable[[DenoiserConfig], nn.Module]):
         super().__init__()
+        if cfg.audio_smooth < 0 or (cfg.audio_smooth > 1 and cfg.audio_smooth % 2 == 0):
+            raise CospeechError(f"audio_smooth must be 0 or an odd number of frames, got {cfg.audio_smooth}")
         self.cfg = cfg
         w = cfg.width
         self.audio_in = nn.Linear(cfg.audio_dim, w)
@@ -125,12 +128,29 @@ class Denoiser(nn.Module):
             out[:, s:e] = self.final(h[:, s:e], c)
         return out
 
+    def _smooth(self, audio: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """Speech features of frames lo:hi (B, hi-lo, C), low-passed by a fixed Hann window of
+        `audio_smooth` frames (weights renormalised at the sequence's ends)."""
+        k = self.cfg.audio_smooth
+        if k <= 1:
+            return audio[:, lo:hi]
+        r, n = k // 2, audio.shape[1]
+        w = torch.hann_window(k + 2, periodic=False, dtype=audio.dtype, device=audio.device)[1:-1]
+        a0, a1 = max(lo - r, 0), min(hi + r, n)
+        seg = nn.functional.pad(audio[:, a0:a1].transpose(1, 2), (r - (lo - a0), r - (a1 - hi)))  # (B, C, hi-lo+2r)
+        ones = nn.functional.pad(torch.ones(1, 1, a1 - a0, dtype=audio.dtype, device=audio.device),
+                                 (r - (lo - a0), r - (a1 - hi)))
+        c = seg.shape[1]
+        num = nn.functional.conv1d(seg, w.expand(c, 1, k), groups=c)  # (B, C, hi-lo)
+        den = nn.functional.conv1d(ones, w.view(1, 1, k))  # (1, 1, hi-lo)
+        return (num / den).transpose(1, 2)
+
     def _tokens(self, x: torch.Tensor, audio: torch.Tensor, keep: torch.Tensor, s: int, e: int) -> torch.Tensor:
         """Input tokens of frames s:e, (B, e-s, M), from x (B, T, D) and audio (B, T, C); the audio
         convolution reads its half-width of frames beyond the piece (zeros past the sequence)."""
         half, n = self.cfg.audio_kernel // 2, x.shape[1]
         lo, hi = max(s - half, 0), min(e + half, n)
-        a = nn.functional.gelu(self.audio_in(audio[:, lo:hi]))  # (B, hi-lo, M)
+        a = nn.functional.gelu(self.audio_in(self._smooth(audio, lo, hi)))  # (B, hi-lo, M)
         a = nn.functional.pad(a.transpose(1, 2), (half - (s - lo), half - (hi - e)))  # (B, M, e-s + 2 half)
         a = nn.functional.conv1d(a, self.audio_conv.weight, self.audio_conv.bias)  # (B, M, e-s)
         a = nn.functional.gelu(a.transpose(1, 2))  # (B, e-s, M)

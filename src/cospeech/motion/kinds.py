@@ -147,6 +147,44 @@ class Velocity(Kind):
 
 
 @register
+class Anchored(Kind):
+    """A root translation that cannot drift. Block: (T, 3) positions in metres, y up; features:
+    the height as it is, and the horizontal position relative to the take's first frame.
+
+    Integrated velocity (`velocity`) lets every small bias of a model's output accumulate: over
+    10 minutes of speech the root of a velocity model rose a metre. Here each frame's position is
+    predicted directly, so generated positions stay within the range the model was trained on;
+    a take's own starting place on the floor is not learnable from speech and is set apart.
+    Decoding adds the horizontal part of `start` (the height is the model's).
+    """
+
+    name = "anchored"
+    UP = 1  # the vertical axis of SMPL-X world coordinates
+
+    def check(self, part) -> None:
+        super().check(part)
+        if part.dim != 3:
+            raise CospeechError(f"part {part.name}: anchored needs dim = 3 (x, y, z), got {part.dim}")
+
+    def encode(self, part, block):
+        out = super().encode(part, block).copy()
+        floor = [i for i in range(3) if i != self.UP]
+        if len(out):
+            out[:, floor] -= out[0, floor]
+        return out
+
+    def decode(self, part, x, start=None):
+        out = x.copy()
+        if start is not None:
+            origin = np.asarray(start, dtype=np.float32)
+            if origin.shape != (part.dim,):
+                raise CospeechError(f"part {part.name}: start {origin.shape} does not match dim {part.dim}")
+            floor = [i for i in range(3) if i != self.UP]
+            out[:, floor] += origin[floor]
+        return out
+
+
+@register
 class Coeff(Kind):
     """A coefficient vector (FLAME expression, hand PCA). Block: (T, ≥ dim); the part keeps the
     first `dim` coefficients (the leading components of a PCA basis)."""

@@ -35,8 +35,8 @@ _BLOCKS = {
 }
 assert set(_BLOCKS) == set(PART_NAMES)
 # The other parts: kind and the allowed feature dims.
-_LAYOUT = {"root_vel": ("velocity", (3,)), "hands_pca": ("coeff", (2 * N_HAND_PCA,)),
-           "expression": ("coeff", range(1, N_EXPRESSIONS + 1))}
+_LAYOUT = {"root_vel": (("velocity", "anchored"), (3,)), "hands_pca": (("coeff",), (2 * N_HAND_PCA,)),
+           "expression": (("coeff",), range(1, N_EXPRESSIONS + 1))}
 
 
 @dataclass(eq=False)
@@ -103,8 +103,8 @@ class SmplxMotion(HasBlocks):
         """Can this spec part (name, kind, dim, joints) live in an SmplxMotion's fields?"""
         if part.name in PART_JOINTS:
             return part.kind == "rot6d" and tuple(part.joints) == PART_JOINTS[part.name]
-        kind, dims = _LAYOUT.get(part.name, (None, ()))
-        return part.kind == kind and part.dim in dims
+        kinds, dims = _LAYOUT.get(part.name, ((), ()))
+        return part.kind in kinds and part.dim in dims
 
     @classmethod
     def from_blocks(cls, blocks: dict[str, np.ndarray], fps: float, origin=(0.0, 0.0, 0.0)) -> "SmplxMotion":

@@ -137,12 +137,18 @@ class MotionSpec:
         return cls(tuple(Part(q["name"], q["kind"], q["dim"], tuple(q.get("joints", ()))) for q in d["parts"]))
 
 
-def smplx_flame_spec() -> MotionSpec:
+def smplx_flame_spec(root: str = "anchored") -> MotionSpec:
     """The holistic spec: root, 21 body joints, jaw, eyes, 30 hand joints as 6D, hand PCA
-    (SHOW) and 100 FLAME expression coefficients. D = 3 + 6 + 126 + 6 + 12 + 180 + 24 + 100."""
+    (SHOW) and 100 FLAME expression coefficients. D = 3 + 6 + 126 + 6 + 12 + 180 + 24 + 100.
+
+    root: how the root translation is encoded, "anchored" (height and place on the floor per
+    frame; cannot drift) or "velocity" (integrated per-frame steps, as the first bundled model did).
+    """
+    if root not in ("anchored", "velocity"):
+        raise CospeechError(f"root must be 'anchored' or 'velocity', got {root!r}")
     return MotionSpec(
         (
-            Part("root_vel", "velocity", 3),
+            Part("root_vel", root, 3),
             Part("root_orient", "rot6d", 6, (0,)),
             Part("body", "rot6d", 126, tuple(range(1, 22))),
             Part("jaw", "rot6d", 6, (22,)),

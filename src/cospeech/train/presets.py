@@ -135,10 +135,11 @@ def parse_settings(items) -> dict[str, str]:
 
 PRESETS: dict[str, Preset] = {
     "default": Preset(
-        "the bundled model: AdaLN-Zero transformer, width 192, 4 layers, x0-prediction + velocity loss, DDIM 25",
-        denoiser=dict(backbone="transformer", width=192, depth=4, heads=4, dropout=0.1),
-        diffusion=DiffusionConfig(prediction="sample", sample_steps=25, velocity_weight=1.0),
-        train=TrainConfig(steps=5000, batch_size=24, lr=3e-4, window=120),
+        "the bundled model: AdaLN-Zero transformer, width 192, 4 layers, speech low-passed to 6 Hz, x0-prediction "
+        "+ velocity and acceleration losses, DDIM 25",
+        denoiser=dict(backbone="transformer", width=192, depth=4, heads=4, dropout=0.1, audio_smooth=5),
+        diffusion=DiffusionConfig(prediction="sample", sample_steps=25, velocity_weight=1.0, accel_weight=2.0),
+        train=TrainConfig(steps=2500, batch_size=24, lr=3e-4, window=120),
     ),
     "tiny": Preset(
         "a small model for tests and quick experiments: width 64, 2 layers",
