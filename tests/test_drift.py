@@ -16,7 +16,7 @@ def test_ten_minutes_of_speech_keep_the_root_in_the_training_range(model):
     from cospeech.data import beat2
 
     need_data(BEAT2)
-    wave, sr = load_audio(BEAT2 / "wave16k" / "2_scott_0_2_2.wav")  # speech the model never trained on
+    wave, sr = load_audio(BEAT2 / "wave16k" / "2_scott_0_2_2.wav"), 16000  # speech the model never trained on
     long = np.tile(wave, int(np.ceil(MINUTES * 60 * sr / len(wave))))[: MINUTES * 60 * sr]
     motion = model.generate(long, sr, steps=4, seed=0)
     assert len(motion.trans) == MINUTES * 60 * 30

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import cospeech
+from cospeech.audio import load_audio
 from cospeech.data import load_cache
 from cospeech.metrics import jerk
 from cospeech.metrics.kinematics import UPPER_BODY
@@ -51,6 +52,21 @@ def jitter_line(model, cache) -> str:
             f"against {gt_body:.0f} ({gen_body / gt_body:.1f}×). See the Jerk column of the README's\n  evaluation table.\n")
 
 
+def drift_line(model, cache, minutes: int = 10) -> str:
+    """The card's drift line, measured: the root over `minutes` of the training speech repeated
+    (4 sampling steps), against the range of the training motion's root."""
+    take = max((t for t in cache.takes if "root_vel" in t.meta["parts"]), key=lambda t: t.n_frames)
+    real = model.cfg.spec.decode(take.motion, model.cfg.fps, origin=take.meta["origin"]).trans
+    wave = load_audio(take.meta["audio_path"])  # 16 kHz mono
+    n = minutes * 60 * 16000
+    motion = model.generate(np.tile(wave, -(-n // len(wave)))[:n], 16000, steps=4, seed=0)
+    gen = motion.trans
+    return (f"- Root (measured by `tools/model_card.py` over {minutes} minutes of its training take's speech repeated, "
+            f"4 steps): height {gen[:, 1].min():.2f}–{gen[:, 1].max():.2f} m\n  (the take: {real[:, 1].min():.2f}–"
+            f"{real[:, 1].max():.2f} m), floor span {np.ptp(gen[:, [0, 2]], axis=0).max():.2f} m "
+            f"(the take: {np.ptp(real[:, [0, 2]], axis=0).max():.2f} m).\n")
+
+
 def refresh_jitter(folder: Path, cache_path: Path) -> None:
     """Re-measure the jitter line of an existing card in place (the rest of the card needs the run)."""
     card = folder / "MODEL_CARD.md"
@@ -81,6 +97,13 @@ def main(run: Path, folder: Path) -> None:
     loss_name = f"{cfg.diffusion.prediction} MSE"
     if cfg.diffusion.velocity_weight:
         loss_name += f" + {cfg.diffusion.velocity_weight:g} × velocity MSE"
+    if cfg.diffusion.accel_weight:
+        loss_name += f" + {cfg.diffusion.accel_weight:g} × acceleration MSE"
+    smooth = (f"; each frame reads its speech features low-passed by a {den.audio_smooth}-frame Hann window"
+              if den.audio_smooth > 1 else "")
+    root = cfg.spec.parts[0]
+    root_line = {"anchored": "the root's height and place on the floor per frame (it cannot drift)",
+                 "velocity": "the root's per-frame velocity, integrated (it drifts on long speech)"}.get(root.kind, root.kind)
     text = f"""# cospeech bundled model
 
 The model `cospeech generate` uses when no `-m` is given. Reproduce it with
@@ -89,12 +112,13 @@ The model `cospeech generate` uses when no `-m` is given. Reproduce it with
 ## What it is
 - Denoiser: {den.backbone} with AdaLN-Zero conditioning on the diffusion step and
   the speaker; width {den.width}, {den.depth} layers, {den.heads} heads, {n_params / 1e6:.2f} M parameters,
-  stored as float16 safetensors ({size_mb:.1f} MiB).
+  stored as float16 safetensors ({size_mb:.1f} MiB){smooth}.
 - Diffusion: predicts `{cfg.diffusion.prediction}` over {cfg.diffusion.train_steps} steps ({cfg.diffusion.beta_schedule});
   samples with {cfg.diffusion.sampler.upper()}, {cfg.diffusion.sample_steps} steps, guidance {cfg.diffusion.guidance};
   condition dropout {cfg.diffusion.cond_dropout} during training.
 - Motion: {cfg.spec.dim} channels per frame at {cfg.fps:g} fps ({", ".join(cfg.spec.names)}),
-  windows of {cfg.window} frames, joined with {cfg.overlap}-frame overlaps on longer speech.
+  windows of {cfg.window} frames, joined with {cfg.overlap}-frame overlaps on longer speech;
+  {root_line}.
 - Speech features: {cfg.audio.n_mels} log-mel, {cfg.audio.n_mfcc} MFCC, onset strength, energy,
   beat flag ({cfg.audio.dim} channels) on the motion frame grid.
 - Speakers: {", ".join(cfg.speakers)}; default `{cfg.default_speaker}` (the most data).
@@ -121,7 +145,7 @@ in the `train` split; data hash `{spec["data"]["hash"][:16]}…`.
 - Hands: joint rotations are learned from the BEAT2 take only (SHOW stores hand PCA
   coefficients, kept as their own part). Root translation is learned from BEAT2 only (SHOW's
   monocular depth is too noisy to claim as data).
-{jitter_line(model, cache)}- The BVH and preview use cospeech's own T-pose skeleton with SMPL-X names, not the SMPL-X body
+{jitter_line(model, cache)}{drift_line(model, cache)}- The BVH and preview use cospeech's own T-pose skeleton with SMPL-X names, not the SMPL-X body
   model (its files are licence-restricted).
 
 ## Licence
