@@ -217,3 +217,28 @@ def test_evaluate_without_the_split_names_the_splits_there_are(cache_dir, capsys
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("cospeech: error:"), err
     assert str(cache_dir) in err and "no 'test' takes" in err and "7 train" in err, err
+
+
+def test_the_evaluator_reads_its_parts_from_any_spec_that_holds_them():
+    """The bundled evaluator (trained with a velocity root) gives the same features for a real take
+    encoded with the anchored root: it reads body, jaw and expression only; a spec without one fails."""
+    from cospeech.metrics.evaluator import MotionEvaluator, bundled_evaluator_path
+    from cospeech.motion import MotionSpec, smplx_flame_spec
+
+    from .conftest import BEAT2, BEAT2_TAKE, need_data
+
+    need_data(BEAT2)
+    from cospeech.data import beat2
+
+    motion = beat2.load_motion(next(t for t in beat2.takes(BEAT2) if t.id == BEAT2_TAKE)).crop(0, 200)
+    ev = MotionEvaluator.load(bundled_evaluator_path())
+    old, new = smplx_flame_spec("velocity"), smplx_flame_spec("anchored")
+    assert ev.spec == old
+    a = ev.features(old.encode(motion))
+    b = ev.features(new.encode(motion), spec=new)
+    for k in ("gesture", "face", "motion"):
+        np.testing.assert_array_equal(a[k], b[k])
+    assert a["gesture"].shape == (11, 64) and np.abs(a["gesture"]).sum() > 1
+    no_jaw = MotionSpec(tuple(p for p in new.parts if p.name != "jaw"))
+    with pytest.raises(CospeechError, match="'jaw'.*lacks"):
+        ev.features(no_jaw.encode(motion), spec=no_jaw)

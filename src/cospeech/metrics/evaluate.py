@@ -91,7 +91,7 @@ def _ci95(values: list[float]) -> tuple[float, float]:
 def _metrics(model, evaluator, clips: list[Clip], motions: list[np.ndarray], gt_feats, mean_speed) -> dict:
     """All metrics of one repetition: `motions[i]` (T_i, D) generated for `clips[i]`."""
     fps = model.cfg.fps
-    feats = [evaluator.features(m) for m in motions]
+    feats = [evaluator.features(m, spec=model.cfg.spec) for m in motions]
     cat = {k: np.concatenate([f[k] for f in feats]) for k in ("gesture", "face", "motion")}
     upper = list(UPPER_BODY)
     out = {
@@ -125,11 +125,10 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
         raise CospeechError("--samples must be ≥ 1")
     if cache.audio_cfg != model.cfg.audio or abs(cache.fps - model.cfg.fps) > 1e-6 or cache.spec != model.cfg.spec:
         raise CospeechError(f"{cache.root}: prepared with other fps, features or motion spec than the model uses")
-    if evaluator.spec != cache.spec:
-        raise CospeechError("the evaluator was trained on another motion spec than this cache's")
+    evaluator.check_spec(cache.spec)
     takes, short = evaluation_takes(cache, split, evaluator.cfg.window)
     clips = [Clip(t, _positions(model, t.motion)) for t in takes]
-    gt_feats_each = [evaluator.features(t.motion) for t in takes]
+    gt_feats_each = [evaluator.features(t.motion, spec=cache.spec) for t in takes]
     gt_feats = {k: np.concatenate([f[k] for f in gt_feats_each]) for k in ("gesture", "face", "motion")}
     mean_speed = np.concatenate([joint_speed(c.positions, model.cfg.fps) for c in clips]).mean(0)
 

@@ -95,18 +95,43 @@ class MotionEvaluator(nn.Module):
         """Normalised channels of one branch. x: (B, W, D) normalised full features."""
         return x[..., torch.as_tensor(self.channels[branch])]
 
-    def windows(self, motion: np.ndarray, stride: int | None = None) -> np.ndarray:
-        """(T, D) denormalised features -> (N, W, D) normalised windows (empty if T < W)."""
+    def check_spec(self, spec: MotionSpec) -> None:
+        """Fail unless `spec` holds every part this evaluator reads exactly as it was trained on
+        (the other parts, e.g. how the root is encoded, do not matter to it)."""
+        own = {p.name: p for p in self.spec.parts}
+        other = {p.name: p for p in spec.parts}
+        for name in self.cfg.gesture_parts + self.cfg.face_parts:
+            if other.get(name) != own[name]:
+                raise CospeechError(f"the evaluator reads part {name!r} as {own[name]}, which this motion spec "
+                                    f"{'lacks' if name not in other else f'holds as {other[name]}'}")
+
+    def _own_layout(self, motion: np.ndarray, spec: MotionSpec | None) -> np.ndarray:
+        """(T, D') features of `spec` -> (T, D) in the evaluator's layout (the parts it reads)."""
+        motion = np.asarray(motion, np.float32)
+        if spec is None or spec == self.spec:
+            return motion
+        self.check_spec(spec)
+        out = np.zeros((len(motion), self.spec.dim), np.float32)
+        src, dst = spec.slices(), self.spec.slices()
+        for name in self.cfg.gesture_parts + self.cfg.face_parts:
+            out[:, dst[name]] = motion[:, src[name]]
+        return out
+
+    def windows(self, motion: np.ndarray, stride: int | None = None, spec: MotionSpec | None = None) -> np.ndarray:
+        """(T, D) denormalised features -> (N, W, D) normalised windows (empty if T < W). spec:
+        the motion's spec when it is not the evaluator's own (see `check_spec`)."""
         w = self.cfg.window
         stride = stride or w // 2
-        x = self.norm.normalize(np.asarray(motion, np.float32))
+        x = self.norm.normalize(self._own_layout(motion, spec))
         starts = range(0, len(x) - w + 1, stride)
         return np.stack([x[s : s + w] for s in starts]) if len(x) >= w else np.zeros((0, w, x.shape[1]), np.float32)
 
     @torch.no_grad()
-    def features(self, motion: np.ndarray, stride: int | None = None) -> dict[str, np.ndarray]:
-        """(T, D) denormalised motion features -> {"gesture": (N, 2L), "face": (N, 2L), "motion": (N, 4L)}."""
-        x = torch.from_numpy(self.windows(motion, stride))
+    def features(self, motion: np.ndarray, stride: int | None = None,
+                 spec: MotionSpec | None = None) -> dict[str, np.ndarray]:
+        """(T, D) denormalised motion features -> {"gesture": (N, 2L), "face": (N, 2L), "motion": (N, 4L)}.
+        spec: the motion's spec when it is not the evaluator's own."""
+        x = torch.from_numpy(self.windows(motion, stride, spec))
         out = {}
         for branch, net in self.nets.items():
             z = net.eval().encode(self.branch_input(x, branch))  # (N, W/4, L)
