@@ -43,6 +43,9 @@ TEMPO_BLOCK = 512  # tempogram frames per block
 START_BPM = 120.0  # centre of the log-normal tempo prior
 MAX_BPM = 320.0
 TIGHTNESS = 100.0  # how strictly beats follow the tempo
+CAUSAL_BEAT_EVERY = 100  # streaming beats: analysis frames between trackings (1 s at a 10 ms hop)
+CAUSAL_BEAT_HISTORY = 800  # streaming beats: analysis frames of onsets each tracking sees (8 s)
+CAUSAL_TEMPO_EVERY = 400  # streaming beats: analysis frames between tempo estimates (4 s)
 
 
 @dataclass(frozen=True)
@@ -165,39 +168,43 @@ def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
     return m
 
 
-def centred_frames(wave: np.ndarray, j0: int, j1: int, length: int, hop: int) -> np.ndarray:
+def centred_frames(wave: np.ndarray, j0: int, j1: int, length: int, hop: int, offset: int = 0) -> np.ndarray:
     """Frames j0 … j1 - 1 of `length` samples centred on sample j × hop, zeros outside the signal.
 
-    wave: (N,). Returns (j1 - j0, length), a view of a block-sized buffer.
+    wave: (N,), samples offset … offset + N - 1 of the signal (a stream keeps only its recent
+    samples; zeros before sample 0 and after the last sample given). Returns (j1 - j0, length),
+    a view of a block-sized buffer.
     """
     start = j0 * hop - length // 2
     stop = (j1 - 1) * hop - length // 2 + length
     buf = np.zeros(stop - start, dtype=wave.dtype)
-    lo, hi = max(start, 0), min(stop, len(wave))
+    assert start >= offset or offset == 0, "the frames reach before the samples kept"
+    lo, hi = max(start, offset), min(stop, offset + len(wave))
     if hi > lo:
-        buf[lo - start: hi - start] = wave[lo:hi]
+        buf[lo - start: hi - start] = wave[lo - offset:hi - offset]
     return np.lib.stride_tricks.sliding_window_view(buf, length)[::hop]
 
 
-def log_mel(wave: np.ndarray, cfg: AudioFeatureConfig, j0: int, j1: int, mel_basis: np.ndarray) -> np.ndarray:
+def log_mel(wave: np.ndarray, cfg: AudioFeatureConfig, j0: int, j1: int, mel_basis: np.ndarray,
+            offset: int = 0) -> np.ndarray:
     """Log-mel power (dB, ref 1, floor 1e-10) of analysis frames j0 … j1 - 1: (j1 - j0, n_mels) float32.
 
     The power spectrum is librosa's: a periodic Hann window of win_length centred in n_fft,
-    zero padding at the ends, the STFT stored as complex64.
+    zero padding at the ends, the STFT stored as complex64. offset: see `centred_frames`.
     """
     window = np.zeros(cfg.n_fft)
     left = (cfg.n_fft - cfg.win_length) // 2
     window[left: left + cfg.win_length] = periodic_hann(cfg.win_length)
-    frames = centred_frames(wave, j0, j1, cfg.n_fft, cfg.hop_length)  # (n, n_fft)
+    frames = centred_frames(wave, j0, j1, cfg.n_fft, cfg.hop_length, offset)  # (n, n_fft)
     spec = np.fft.rfft(frames * window, axis=1).astype(np.complex64)
     power = np.abs(spec) ** 2  # (n, n_fft // 2 + 1) float32
     mel = (power.astype(np.float64) @ mel_basis.T.astype(np.float64)).astype(np.float32)  # (n, n_mels)
     return 10.0 * np.log10(np.maximum(mel, np.float32(1e-10)))
 
 
-def log_energy(wave: np.ndarray, cfg: AudioFeatureConfig, j0: int, j1: int) -> np.ndarray:
+def log_energy(wave: np.ndarray, cfg: AudioFeatureConfig, j0: int, j1: int, offset: int = 0) -> np.ndarray:
     """RMS energy in dB (floor -100 dB) over win_length samples centred on each frame: (j1 - j0,) float32."""
-    frames = centred_frames(wave, j0, j1, cfg.win_length, cfg.hop_length).astype(np.float64)
+    frames = centred_frames(wave, j0, j1, cfg.win_length, cfg.hop_length, offset).astype(np.float64)
     rms = np.sqrt(np.mean(frames * frames, axis=1)).astype(np.float32)
     return 20.0 * np.log10(np.maximum(rms, np.float32(1e-5)))
 
@@ -210,16 +217,19 @@ def onset_delay(cfg: AudioFeatureConfig) -> int:
 
 
 def analysis_block(
-    wave: np.ndarray, cfg: AudioFeatureConfig, j0: int, j1: int, mel_basis: np.ndarray, dct: np.ndarray
+    wave: np.ndarray, cfg: AudioFeatureConfig, j0: int, j1: int, mel_basis: np.ndarray, dct: np.ndarray,
+    offset: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Features of analysis frames j0 … j1 - 1 of the whole signal `wave` (N,).
+    """Features of analysis frames j0 … j1 - 1 of the signal whose samples offset … are `wave` (N,)
+    (the whole signal when offset is 0; a stream passes the samples it kept, which must reach
+    back `onset_delay` frames and half an FFT before frame j0: `stream_context`).
 
     Returns (features (j1 - j0, C - 1) float32: log-mel, MFCC, onset strength, log energy;
     onset (j1 - j0,) float32). The beat flag, the missing channel, needs the whole recording.
     """
     delay = onset_delay(cfg)
     c0 = max(j0 - delay, 0)
-    logmel = log_mel(wave, cfg, c0, j1, mel_basis)  # (j1 - c0, n_mels)
+    logmel = log_mel(wave, cfg, c0, j1, mel_basis, offset)  # (j1 - c0, n_mels)
     mfcc = (logmel.astype(np.float64) @ dct.T).astype(np.float32)
     # librosa's onset strength: mean rise of log-mel from frame j - delay, 0 before frame delay
     rise = np.maximum(0.0, np.diff(logmel, axis=0)).mean(axis=1, dtype=np.float64)  # rise[k]: c0 + k -> c0 + k + 1
@@ -228,7 +238,7 @@ def analysis_block(
     onset[first - j0:] = rise[first - delay - c0: j1 - delay - c0]
     n = j1 - j0
     feats = np.concatenate(
-        [logmel[-n:], mfcc[-n:], onset[:, None], log_energy(wave, cfg, j0, j1)[:, None]], axis=1
+        [logmel[-n:], mfcc[-n:], onset[:, None], log_energy(wave, cfg, j0, j1, offset)[:, None]], axis=1
     )
     return feats, onset
 
@@ -335,10 +345,18 @@ def beat_frames(onset_env: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureCon
     Ellis' dynamic programme at the global tempo, then weak leading and trailing beats trimmed.
     Memory is a few arrays of Ta (about 60 bytes per frame) and the tempogram's block.
     """
+    return track_beats(onset_env, cfg)[0]
+
+
+def track_beats(onset_env: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig(),
+                bpm: float | None = None) -> tuple[np.ndarray, float]:
+    """`beat_frames` and the beat period it tracked at, in analysis frames (0 when no beats).
+    bpm: the tempo to track at (default: `tempo` of this envelope)."""
     onset_env = np.asarray(onset_env, dtype=np.float32)
     if len(onset_env) < 2 or not onset_env.any():
-        return np.zeros(0, dtype=np.int64)
-    period = float(np.round(cfg.frame_rate * 60.0 / tempo(onset_env, cfg)))
+        return np.zeros(0, dtype=np.int64), 0.0
+    bpm = tempo(onset_env, cfg) if bpm is None else bpm
+    period = float(np.round(cfg.frame_rate * 60.0 / bpm))
     onset_norm = onset_env / (onset_env.std(ddof=1) + np.finfo(np.float32).tiny)  # float32, as librosa
     score = _local_score(onset_norm.astype(np.float64), period)
     back, cum = _beat_dp(score, period, TIGHTNESS)
@@ -363,13 +381,93 @@ def beat_frames(onset_env: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureCon
     threshold = 0.5 * np.sqrt(np.mean(smooth**2))
     strong = np.flatnonzero(score > threshold)
     if len(strong) == 0:
-        return np.zeros(0, dtype=np.int64)
-    return beats[(beats >= strong[0]) & (beats <= strong[-1])]
+        return np.zeros(0, dtype=np.int64), 0.0
+    return beats[(beats >= strong[0]) & (beats <= strong[-1])], period
 
 
 def beat_times(onset_env: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig()) -> np.ndarray:
     """Beat times in seconds tracked from the onset envelope (Ta,)."""
     return beat_frames(onset_env, cfg) * cfg.hop_length / float(cfg.sample_rate)
+
+
+# -- causal beats (streaming) ----------------------------------------------------------------
+def last_analysis_frame(ends: np.ndarray, fps: float, frame_rate: float) -> np.ndarray:
+    """The last analysis frame that motion frames ending at frame edges `ends` (ints) average
+    over (`to_motion_grid`): floor(end / fps × frame_rate + 0.5), int64."""
+    return np.floor(np.asarray(ends, dtype=np.float64) / fps * frame_rate + 0.5).astype(np.int64)
+
+
+class CausalBeats:
+    """The streaming approximation of the beat flag: what a stream can know without the future.
+
+    Offline beats come from one tempo and one dynamic programme over the whole recording, which
+    a stream cannot wait for. Instead, every `CAUSAL_BEAT_EVERY` analysis frames (1 s) beats
+    are tracked over the last `CAUSAL_BEAT_HISTORY` frames of onsets (8 s) and continued at
+    their period; a motion frame takes the latest tracking that its own audio already allows,
+    so the flag waits for no future audio (no added latency). The tempo behind each tracking
+    (the costly part) is re-estimated every `CAUSAL_TEMPO_EVERY` frames (4 s; at every tracking
+    during the first 4 s), over the same 8 s of history.
+
+    Feed the onset envelope in order (`extend`), ask for flags of ascending motion frames
+    (`flags`); onsets no later tracking needs are dropped, so memory is bounded.
+    """
+
+    def __init__(self, fps: float, cfg: AudioFeatureConfig = AudioFeatureConfig()):
+        self.fps, self.cfg = float(fps), cfg
+        self._onset, self._at = np.zeros(0, np.float32), 0  # onset envelope from analysis frame _at
+        self._tempo: tuple[int, float] | None = None  # (point, bpm)
+        self._beats: tuple[int, np.ndarray] | None = None  # (point, absolute beat frames)
+
+    def __len__(self) -> int:
+        return len(self._onset)
+
+    def extend(self, onset: np.ndarray) -> None:
+        self._onset = np.concatenate([self._onset, np.asarray(onset, np.float32)])
+
+    def flags(self, frames: np.ndarray, ta: int | None = None) -> np.ndarray:
+        """Beat flags (n,) float32 of motion frames `frames` (ascending ints, at or after any asked
+        before). ta: analysis frames of the whole recording once known (None while streaming)."""
+        ja = last_analysis_frame(frames + 1, self.fps, self.cfg.frame_rate)
+        if ta is not None:
+            ja = np.minimum(ja, ta - 1)
+        points = ja // CAUSAL_BEAT_EVERY * CAUSAL_BEAT_EVERY
+        flags = np.zeros(len(frames), dtype=np.float32)
+        for g in np.unique(points):
+            mine = points == g
+            beat = np.floor(self._beats_at(int(g)) * self.cfg.hop_length / self.cfg.sample_rate * self.fps)
+            flags[mine] = np.isin(frames[mine], beat.astype(np.int64))
+        return flags
+
+    def _history(self, point: int) -> tuple[int, np.ndarray]:
+        first = max(0, point - CAUSAL_BEAT_HISTORY + 1)
+        return first, self._onset[first - self._at: point + 1 - self._at]
+
+    def _beats_at(self, g: int) -> np.ndarray:
+        if self._beats is not None and self._beats[0] == g:
+            return self._beats[1]
+        tp = g if g < CAUSAL_TEMPO_EVERY else g // CAUSAL_TEMPO_EVERY * CAUSAL_TEMPO_EVERY
+        if self._tempo is None or self._tempo[0] != tp:
+            onset = self._history(tp)[1]
+            self._tempo = (tp, tempo(onset, self.cfg) if len(onset) >= 2 and onset.any() else START_BPM)
+        first, onset = self._history(g)
+        beats, period = track_beats(onset, self.cfg, bpm=self._tempo[1])
+        beats = beats + first
+        if len(beats) and period > 0:  # continued at the period up to the next tracking
+            ahead = np.arange(beats[-1] + period, g + CAUSAL_BEAT_EVERY + 1, period).astype(np.int64)
+            beats = np.concatenate([beats, ahead])
+        self._beats = (g, beats)
+        keep = min(first, max(0, tp - CAUSAL_BEAT_HISTORY + 1))  # later points look no further back
+        self._onset, self._at = self._onset[keep - self._at:], keep
+        return beats
+
+
+def causal_beat_flags(onset_env: np.ndarray, n_frames: int, fps: float,
+                      cfg: AudioFeatureConfig = AudioFeatureConfig()) -> np.ndarray:
+    """`CausalBeats` flags of motion frames 0 … n_frames - 1 from a whole onset envelope (Ta,):
+    (n_frames,) float32, what `FeatureStream` gives chunk by chunk."""
+    beats = CausalBeats(fps, cfg)
+    beats.extend(onset_env)
+    return beats.flags(np.arange(n_frames), ta=len(onset_env))
 
 
 def onset_frames(onset_env: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig()) -> np.ndarray:
@@ -419,7 +517,7 @@ def speech_onsets(wave: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig
 
 def speech_features(
     wave: np.ndarray, fps: float, n_frames: int | None = None, cfg: AudioFeatureConfig = AudioFeatureConfig(),
-    block_frames: int = BLOCK_FRAMES,
+    block_frames: int = BLOCK_FRAMES, causal_beats: bool = False,
 ) -> np.ndarray:
     """Speech features aligned to the motion grid, in bounded memory.
 
@@ -427,6 +525,8 @@ def speech_features(
     Returns (T, cfg.dim) float32: log-mel, MFCC, onset strength, log energy, beat flag.
     The signal is analysed `block_frames` analysis frames at a time; beyond the signal, peak
     memory is the output plus ~45 MB up to ~2 h of speech, 20 MB per hour past that (module notes).
+    causal_beats: the beat flag as a stream knows it (`causal_beat_flags`), so these features
+    equal `FeatureStream`'s for the same speech; the other channels do not depend on it.
     """
     assert wave.ndim == 1, f"expected a mono (N,) signal, got {wave.shape}"
     assert block_frames > 0, block_frames
@@ -457,5 +557,86 @@ def speech_features(
         if upto > done:
             out[done:upto, :-1] = to_motion_grid(feats, rate, upto - done, fps, first=done, offset=c0)
             done = upto
-    out[:, -1] = times_to_grid(beat_times(onset, cfg), n_frames, fps)
+    if causal_beats:
+        out[:, -1] = causal_beat_flags(onset, n_frames, fps, cfg)
+    else:
+        out[:, -1] = times_to_grid(beat_times(onset, cfg), n_frames, fps)
     return out
+
+
+class FeatureStream:
+    """`speech_features(..., causal_beats=True)` of a stream, chunk by chunk, in bounded memory.
+
+        feats = FeatureStream(fps=30.0)
+        rows = feats.push(chunk)  # (n, C) float32: the motion frames whose audio is complete
+        rows = feats.close()      # the rest, up to round(duration × fps) frames
+
+    Chunks are float32 mono samples at cfg.sample_rate, any length. A motion frame is given out
+    once every analysis frame it averages over is complete (half an FFT, 16 ms at 16 kHz, past
+    the frame's end). Log-mel, MFCC, onset and energy equal the offline values (the same blocks
+    with their context, up to float rounding of the frame averages); the beat flag is the causal
+    one (`CausalBeats`). Kept between pushes: the last `stream_context` samples, the
+    analysis frames of the motion frame in progress and `CAUSAL_BEAT_HISTORY` onset values,
+    whatever the stream's length.
+    """
+
+    def __init__(self, fps: float, cfg: AudioFeatureConfig = AudioFeatureConfig()):
+        self.fps, self.cfg = float(fps), cfg
+        self._mel, self._dct = mel_filters(cfg), dct_matrix(cfg.n_mfcc, cfg.n_mels)
+        self.samples = 0  # samples received
+        self.frames = 0  # motion frames given out
+        self.closed = False
+        self._wave, self._wave_at = np.zeros(0, np.float32), 0  # recent samples, from sample _wave_at
+        self._j = 0  # analysis frames computed
+        self._rows, self._rows_at = np.zeros((0, cfg.dim - 1), np.float32), 0  # analysis features, from frame _rows_at
+        self._beats = CausalBeats(fps, cfg)
+
+    def buffered(self) -> int:
+        """Values held between pushes (samples, analysis features, onsets): bounded."""
+        return self._wave.size + self._rows.size + len(self._beats)
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """float32 samples (N,) -> feature rows (n, C) of the motion frames completed by them."""
+        assert not self.closed, "push after close"
+        samples = np.asarray(samples, dtype=np.float32)
+        assert samples.ndim == 1, f"expected mono samples (N,), got {samples.shape}"
+        out, step = [], BLOCK_FRAMES * self.cfg.hop_length  # a long chunk goes a block at a time
+        for k in range(0, len(samples), step):
+            piece = samples[k: k + step]
+            self._wave = np.concatenate([self._wave, piece])
+            self.samples += len(piece)
+            half = self.cfg.n_fft // 2
+            ready = (self.samples - half) // self.cfg.hop_length + 1 if self.samples >= half else 0
+            out.append(self._advance(ready, None))
+        return np.concatenate(out) if out else np.zeros((0, self.cfg.dim), np.float32)
+
+    def close(self) -> np.ndarray:
+        """The remaining rows: every analysis frame (zeros past the end), up to round(duration × fps)."""
+        assert not self.closed, "closed twice"
+        self.closed = True
+        ta = n_analysis_frames(self.samples, self.cfg)
+        return self._advance(ta, n_motion_frames(self.samples, self.cfg.sample_rate, self.fps), ta)
+
+    def _advance(self, ready: int, n_frames: int | None, ta: int | None = None) -> np.ndarray:
+        cfg, rate, hop = self.cfg, self.cfg.frame_rate, self.cfg.hop_length
+        if ready > self._j:
+            feats, onset = analysis_block(self._wave, cfg, self._j, ready, self._mel, self._dct, offset=self._wave_at)
+            self._rows = np.concatenate([self._rows, feats])
+            self._beats.extend(onset)
+            self._j = ready
+            keep = max(0, (ready - onset_delay(cfg)) * hop - cfg.n_fft // 2)  # what the next frames look back to
+            self._wave, self._wave_at = self._wave[keep - self._wave_at:], keep
+        if n_frames is None:  # the motion frames whose last analysis frame is complete
+            n_frames = self.frames
+            while last_analysis_frame(n_frames + 1, self.fps, rate) < ready:
+                n_frames += 1
+        first, n = self.frames, n_frames - self.frames
+        if n <= 0:
+            return np.zeros((0, cfg.dim), np.float32)
+        grid = to_motion_grid(self._rows, rate, n, self.fps, first=first, offset=self._rows_at)
+        beat = self._beats.flags(np.arange(first, n_frames), ta)
+        self.frames = n_frames
+        start = int(last_analysis_frame(n_frames, self.fps, rate))  # the next frame's first analysis frame
+        start = min(max(start, self._rows_at), self._rows_at + len(self._rows) - 1)
+        self._rows, self._rows_at = self._rows[start - self._rows_at:], start
+        return np.concatenate([grid, beat[:, None]], axis=1)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable, Protocol
 
+import functools
 import math
 
 import torch
@@ -222,5 +223,7 @@ def noise_to(x0: torch.Tensor, noise: torch.Tensor, t: int, cfg: DiffusionConfig
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
 
+@functools.lru_cache(maxsize=8)
 def _alphas_cumprod(cfg: DiffusionConfig) -> torch.Tensor:
+    """The forward process's ᾱ (train_steps,), built once per config (a hook asks at every step)."""
     return train_scheduler(cfg).alphas_cumprod
