@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from .audio.features import FeatureStream
+from .audio.features import FeatureStream, last_analysis_frame
 from .errors import CospeechError
 from .generator import MotionGenerator, Outpainter, SampleOptions, default_lookahead
 from .motion import SmplxMotion
@@ -75,8 +75,13 @@ class StreamSession:
 
             self._resampler = soxr.ResampleStream(self.sample_rate, cfg.audio.sample_rate, 1, dtype="float32",
                                                   quality="HQ")  # the offline resampler's filter, exactly
+        self._waiting: list[np.ndarray] = []  # samples (at the model's rate) not analysed yet
+        self._received = 0  # samples at the model's rate, analysed or waiting
         self._pending: list[np.ndarray] = []  # denormalised motion features not pulled yet
-        self._last = None  # (last frame's features (D,), its root position) of the motion pulled so far
+        self._position = np.asarray(cfg.origin, np.float32)  # where the root stands after the motion pulled
+        moving = [p.name for p in cfg.spec.parts if p.kind == "velocity"]
+        self._velocity = moving[0] if moving else None  # the part holding the root's velocity
+        self._empty = cfg.spec.decode(np.zeros((0, cfg.spec.dim), np.float32), self.fps, origin=cfg.origin)
         self.samples_pushed = 0
         self.closed = False
 
@@ -117,7 +122,7 @@ class StreamSession:
     def buffered(self) -> int:
         """Values the session holds between pushes, motion not yet pulled excepted (bounded)."""
         p = self._painter
-        return self._features.buffered() + p._feats.numel() + p._tail.size
+        return sum(map(len, self._waiting)) + self._features.buffered() + p._feats.numel() + p._tail.size + p._ahead.size
 
     # -- the stream ------------------------------------------------------------------------
     def push(self, chunk: np.ndarray) -> None:
@@ -132,10 +137,13 @@ class StreamSession:
         if chunk.size and not np.isfinite(chunk).all():
             raise CospeechError(f"stream: chunk {self.samples_pushed}… holds NaN or infinite samples")
         self.samples_pushed += len(chunk)
-        wave = chunk.astype(np.float32, copy=False)
+        wave = chunk.astype(np.float32, copy=True)
         if self._resampler is not None:
             wave = self._resampler.resample_chunk(wave, last=False)
-        self._advance(self._features.push(wave), final=False)
+        self._waiting.append(wave)
+        self._received += len(wave)
+        if self._received >= self._samples_for_next_window():
+            self._advance(self._features.push(self._flush()), final=False)
 
     def pull(self) -> SmplxMotion | None:
         """The motion frames produced since the last pull (possibly none); None once closed."""
@@ -148,11 +156,23 @@ class StreamSession:
         if self.closed:
             raise CospeechError("stream: closed twice")
         if self._resampler is not None:
-            tail = self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
-            self._advance(self._features.push(tail), final=False)
+            self._waiting.append(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+        self._advance(self._features.push(self._flush()), final=False)
         self._advance(self._features.close(), final=True)
         self.closed = True
         return self._take()
+
+    def _samples_for_next_window(self) -> int:
+        """Samples (at the model's rate) after which the next window's last frame is complete:
+        features are computed only then, a window's worth at a time (the same values)."""
+        a = self.model.cfg.audio
+        last = self._painter.emitted + self.stride + self.lookahead  # frame edge ending the next window
+        return int(last_analysis_frame(last, self.fps, a.frame_rate)) * a.hop_length + a.n_fft // 2
+
+    def _flush(self) -> np.ndarray:
+        wave = np.concatenate(self._waiting) if self._waiting else np.zeros(0, np.float32)
+        self._waiting = []
+        return wave
 
     def _advance(self, rows: np.ndarray, final: bool) -> None:
         gen = self.model
@@ -167,20 +187,16 @@ class StreamSession:
 
     def _take(self) -> SmplxMotion:
         cfg = self.model.cfg
-        feats = np.concatenate(self._pending) if self._pending else np.zeros((0, cfg.spec.dim), np.float32)
+        if not self._pending:
+            return self._empty
+        feats = np.concatenate(self._pending)
         self._pending = []
-        if self._last is None:
-            motion = cfg.spec.decode(feats, self.fps, origin=cfg.origin)
-        else:  # decode after the previous frame, so velocity parts continue from where it stood
-            prev, position = self._last
-            motion = cfg.spec.decode(np.concatenate([prev[None], feats]), self.fps, origin=position)
-            motion = motion.crop(1, len(feats) + 1)
-        if len(feats):
-            self._last = (feats[-1], _position(motion, cfg.spec, cfg.origin))
+        if not len(feats):
+            return self._empty
+        origin = self._position
+        if self._velocity is not None and self.frames_emitted > len(feats):  # continue the root's path
+            origin = origin + feats[0, cfg.spec.slices()[self._velocity]]
+        motion = cfg.spec.decode(feats, self.fps, origin=origin)
+        if self._velocity is not None:
+            self._position = motion.blocks[self._velocity][-1].copy()
         return motion
-
-
-def _position(motion, spec, origin) -> np.ndarray:
-    """The last frame's root position (the block of the spec's velocity part), or `origin`."""
-    moving = [p.name for p in spec.parts if p.kind == "velocity"]
-    return motion.blocks[moving[0]][-1].copy() if moving else np.asarray(origin, np.float32)

@@ -159,6 +159,8 @@ def _info(args) -> int:
 def _benchmark(args) -> int:
     import json
 
+    if args.streaming:
+        return _benchmark_streaming(args)
     from ..bench import BenchConfig, markdown_table, run_benchmark
 
     def items(text: str) -> tuple[str, ...]:
@@ -225,6 +227,48 @@ def _retarget(args) -> int:
         raise CospeechError(f"{args.motion}: {err}") from None
     written = write_retargeted_bvh(motion, args.to, out)
     print(f"{args.motion} -> {written} (on the skeleton of {args.to})")
+    return 0
+
+
+def _benchmark_streaming(args) -> int:
+    import json
+
+    from ..audio import load_audio
+    from ..bench_streaming import StreamBenchConfig, markdown_table, run_stream_benchmark
+    from ..generator import load_model
+
+    def numbers(text: str, kind, name: str) -> tuple:
+        try:
+            return tuple(kind(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise CospeechError(f"--{name} takes comma-separated values; got {text!r}") from None
+
+    cfg = StreamBenchConfig(steps=numbers(args.steps, int, "steps"), samplers=numbers(args.samplers, str.strip, "samplers"),
+                            window=args.window, overlap=args.overlap, lookahead_s=args.lookahead, chunk_s=args.chunk,
+                            seconds=args.seconds, seed=args.seed, threads=args.threads, clock=args.clock)
+    model = load_model(args.model)
+    speech = Path(args.speech) if args.speech else example_speech()
+    sr = model.cfg.audio.sample_rate
+    wave = load_audio(speech, sr)
+    reference = evaluator = None
+    if args.reference:
+        from ..data.base import Take
+        from ..data.folder import load_motion
+        from ..metrics.evaluator import MotionEvaluator, bundled_evaluator_path
+
+        ref = Path(args.reference)
+        if not ref.is_file() or ref.suffix != ".npz":
+            raise CospeechError(f"{ref}: --reference takes the SMPL-X .npz motion of the speech (BEAT2 key names)")
+        reference = load_motion(Take("reference", ref.stem, "", "", ref, ref))
+        evaluator = MotionEvaluator.load(bundled_evaluator_path())
+    report = run_stream_benchmark(model, wave, sr, cfg, reference, evaluator,
+                                  log=lambda line: print(line, file=sys.stderr, flush=True))
+    report["speech"], report["reference"] = str(speech), args.reference
+    text = json.dumps(report, indent=2)
+    print(text)
+    print(markdown_table(report), file=sys.stderr)
+    if args.json:
+        write_text(args.json, text + "\n")
     return 0
 
 
@@ -350,6 +394,24 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     b.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                    help="on a shared machine: before each configuration wait up to this long for idle CPUs")
     b.add_argument("--json", default=None, help="also write the report here")
+    st = b.add_argument_group("streaming", "--streaming: a StreamSession fed speech at real-time pace (simulated clock)")
+    st.add_argument("--streaming", action="store_true",
+                    help="measure streaming instead: motion frames/s, first-motion and steady latency, "
+                         "FGD and jerk for each sampler and step count")
+    st.add_argument("-m", "--model", default=None, help="model (default: the bundled one)")
+    st.add_argument("--speech", default=None, help="speech file (default: the bundled sample)")
+    st.add_argument("--reference", default=None, metavar="NPZ", help="the real SMPL-X motion of --speech, for FGD")
+    st.add_argument("--seconds", type=float, default=None, help="seconds of speech (repeated when shorter)")
+    st.add_argument("--steps", default="4,8,25", help="comma-separated denoising steps (default 4,8,25)")
+    st.add_argument("--samplers", default="ddim,dpmsolver", help="comma-separated (default ddim,dpmsolver)")
+    st.add_argument("--window", type=int, default=40, help="frames per window (default 40)")
+    st.add_argument("--overlap", type=int, default=27, help="frames held to the emitted tail (default 27: 10 new per window)")
+    st.add_argument("--lookahead", type=float, default=0.1, help="look-ahead in seconds (default 0.1)")
+    st.add_argument("--chunk", type=float, default=0.02, help="seconds of speech per pushed chunk (default 0.02)")
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="what a push costs on the simulated clock: wall time, or the process's CPU time "
+                         "(what it takes on a core of its own, on a machine busy with other work)")
     b.set_defaults(func=_benchmark)
 
     x = sub.add_parser("export", help="a motion file (npz, BVH, Live Link CSV) -> another format (glb, ARKit curves, ...)")
