@@ -215,3 +215,26 @@ def test_bad_input_is_a_one_line_error(model):
                             ({"window": 20, "lookahead_s": 1.0}, "look-ahead")):
         with pytest.raises(CospeechError, match=message):
             StreamSession(model, **kwargs)
+
+
+def test_streaming_benchmark_command(tmp_path, capsys):
+    """`cospeech benchmark --streaming` on the bundled sample: one row per sampler and step
+    count, every frame accounted for, latencies ordered (the numbers themselves are not asserted)."""
+    import json
+
+    from cospeech.cli.main import main
+
+    out = tmp_path / "stream.json"
+    assert main(["benchmark", "--streaming", "--steps", "1,2", "--samplers", "ddim", "--seconds", "3",
+                 "--threads", "1", "--clock", "cpu", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == report
+    rows = report["results"]
+    assert [(r["sampler"], r["steps"]) for r in rows] == [("ddim", 1), ("ddim", 2)]
+    for r in rows:
+        assert r["frames"] == 90 and r["frames_per_s"] > 0 and r["cpu_s"] > 0
+        assert 0 < r["latency_p50_s"] <= r["latency_p95_s"] <= r["latency_max_s"]
+        assert r["first_motion_latency_s"] >= (r["stride"] + r["lookahead"] - 1) / 30
+        assert r["jerk"] > 0 and "fgd" not in r
+    assert main(["benchmark", "--streaming", "--steps", "four"]) == 1
+    assert "--steps takes comma-separated values" in capsys.readouterr().err

@@ -51,7 +51,7 @@ class StreamBenchConfig:
     seed: int = 0
     threads: int = 1
     clock: str = "wall"  # what a push costs on the simulated clock: wall or (process) cpu time
-    offline: bool = True  # also measure the default offline generation's quality (a row to compare with)
+    offline: bool = True  # with a reference: also the default offline generation's quality, to compare with
 
     def __post_init__(self):
         from .diffusion import SAMPLERS
@@ -161,7 +161,7 @@ def run_stream_benchmark(model, wave: np.ndarray, sr: int, cfg: StreamBenchConfi
             row["fgd"] = frechet_distance_of(evaluator.features(feats[:n])["gesture"], ref_gesture)
         return row
 
-    if cfg.offline:  # the quality to compare with: the default offline generation, whole speech at once
+    if cfg.offline and reference is not None:  # the quality to compare with: the default offline generation, whole speech at once
         t0 = time.perf_counter()
         feats = model.sample_features(model.audio_features(wave, sr), SampleOptions(seed=cfg.seed))
         rows.append(quality({"system": f"offline fused, {model.cfg.diffusion.sample_steps} steps",
