@@ -14,12 +14,13 @@ Legend: B rows (windows), T frames, D motion channels.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Callable, Protocol
-
 import copy
 import functools
+import importlib
 import math
+import sys
+from dataclasses import asdict, dataclass
+from typing import Callable, Protocol
 
 import torch
 
@@ -68,10 +69,26 @@ Hook = Callable[[torch.Tensor, int, int], torch.Tensor]
 """A sampling hook: (x (B, T, D) at noise level t, t, step index) -> x. See `sample`."""
 
 
-def train_scheduler(cfg: DiffusionConfig):
-    from diffusers import DDPMScheduler
+def _scheduler_class(name: str):
+    """The `diffusers` scheduler class `name`, imported when first needed (sampling, training).
 
-    return DDPMScheduler(
+    diffusers' utilities import `torch._dynamo`, which costs about as much again as `import
+    torch`, only to mark model classes for `torch.compile` (`maybe_allow_in_graph`, a no-op when
+    the import fails); no scheduler uses it. Unless something loaded it already, it is hidden
+    while diffusers loads and importable as usual right after.
+    """
+    hide = "torch._dynamo" not in sys.modules
+    if hide:
+        sys.modules["torch._dynamo"] = None  # makes `import torch._dynamo` fail (ImportError)
+    try:
+        return getattr(importlib.import_module("diffusers.schedulers"), name)
+    finally:
+        if hide and sys.modules.get("torch._dynamo", False) is None:
+            del sys.modules["torch._dynamo"]
+
+
+def train_scheduler(cfg: DiffusionConfig):
+    return _scheduler_class("DDPMScheduler")(
         num_train_timesteps=cfg.train_steps, beta_schedule=cfg.beta_schedule,
         prediction_type=cfg.prediction, clip_sample=False,
     )
@@ -89,17 +106,12 @@ def _scheduler(cfg: DiffusionConfig, sampler: str):
         num_train_timesteps=cfg.train_steps, beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction,
     )
     if sampler == "ddim":
-        from diffusers import DDIMScheduler
-
-        return DDIMScheduler(**base, clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
+        return _scheduler_class("DDIMScheduler")(**base, clip_sample=False, set_alpha_to_one=True,
+                                                 timestep_spacing="trailing")
     if sampler == "ddpm":
-        from diffusers import DDPMScheduler
-
-        return DDPMScheduler(**base, clip_sample=False, timestep_spacing="trailing")
+        return _scheduler_class("DDPMScheduler")(**base, clip_sample=False, timestep_spacing="trailing")
     if sampler == "dpmsolver":
-        from diffusers import DPMSolverMultistepScheduler
-
-        return DPMSolverMultistepScheduler(**base, timestep_spacing="trailing")
+        return _scheduler_class("DPMSolverMultistepScheduler")(**base, timestep_spacing="trailing")
     raise CospeechError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
 
 
