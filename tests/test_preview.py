@@ -124,3 +124,13 @@ def test_one_video_frame_per_motion_frame(tmp_path):
     frames, seconds = imageio_ffmpeg.count_frames_and_secs(str(path))
     assert frames == 45
     assert face_shape(motion)["open"].max() > 0.2  # a real take's mouth opens visibly
+
+
+def test_title_stays_and_the_clock_runs():
+    """The title is drawn once into the background; only the clock beside it changes per frame."""
+    layout = _Layout(still(31), None, "take")
+    raw = list(layout.frames())
+    first, last = (np.frombuffer(raw[t], np.uint8).reshape(layout.height, layout.width, 3) for t in (0, 30))
+    title = dark(first, 6, 29, 4, 20)
+    assert title.sum() > 20 and np.array_equal(title, dark(last, 6, 29, 4, 20))
+    assert not np.array_equal(first[:20, 30:160], last[:20, 30:160])  # 0.00 s -> 1.00 s
