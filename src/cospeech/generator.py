@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -301,23 +302,30 @@ class MotionGenerator:
         return fuser.merge(x.float().cpu())
 
     def generate(self, wave: np.ndarray, sample_rate: int, options: SampleOptions | None = None,
-                 checked: bool = False, keyframes: dict[int, SmplxMotion] | None = None, **kw) -> SmplxMotion:
+                 checked: bool = False, keyframes: dict[int, SmplxMotion] | None = None,
+                 on_phase: Callable[[str], None] | None = None, **kw) -> SmplxMotion:
         """Speech (N,) float at `sample_rate` -> motion of round(duration × fps) frames.
 
         options / keyword arguments: see `SampleOptions` (e.g. `generate(wave, sr, seed=0)`).
         checked: the speech was already validated (`load_audio` does). keyframes: frame ->
         pose the motion passes through (see `keyframe_targets`). The `foppas` joiner reads the
-        causal beat flag, as a stream does. A result that is not finite
+        causal beat flag, as a stream does. on_phase: called with the name of each phase as it
+        ends, "features", "sampling", "decode" (to time them). A result that is not finite
         everywhere is an error, never returned.
         """
+        phase = on_phase or (lambda name: None)
         opts = SampleOptions.of(options, **kw)
         self.check_options(opts)
         audio = self.audio_features(wave, sample_rate, checked, causal=opts.joiner == "foppas")
+        phase("features")
         feats = self.sample_features(audio, opts, keyframes)
         if not np.isfinite(feats).all():
             raise CospeechError("the model produced non-finite motion (NaN or infinity); "
                                 "nothing was written — check the options and the model's weights")
-        return self.cfg.spec.decode(feats, self.cfg.fps, origin=self.cfg.origin)
+        phase("sampling")
+        motion = self.cfg.spec.decode(feats, self.cfg.fps, origin=self.cfg.origin)
+        phase("decode")
+        return motion
 
     # -- files -----------------------------------------------------------------------------
     def save(self, folder: str | Path, half: bool = False, info: dict | None = None) -> Path:
