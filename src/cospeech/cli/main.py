@@ -161,6 +161,25 @@ def _benchmark(args) -> int:
 
     if args.streaming:
         return _benchmark_streaming(args)
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if args.cli or args.train_profile:
+        if args.cli:
+            from ..bench_cli import run_cli_benchmark
+
+            report = run_cli_benchmark(reps=args.reps, long_take=args.long, log=log)
+        else:
+            from ..bench_train import run_train_profile
+
+            presets = tuple(p.strip() for p in args.presets.split(",") if p.strip())
+            report = run_train_profile(data=args.train_data, presets=presets, steps=args.train_steps, log=log)
+        text = json.dumps(report, indent=2)
+        print(text)
+        if args.json:
+            write_text(args.json, text + "\n")
+        return 0
+
     from ..bench import BenchConfig, markdown_table, run_benchmark
 
     def items(text: str) -> tuple[str, ...]:
@@ -173,7 +192,7 @@ def _benchmark(args) -> int:
     cfg = BenchConfig(backbones=items(args.backbones), lengths=lengths, modes=items(args.mode), width=args.width,
                       depth=args.depth, heads=args.heads, batch=args.batch, reps=args.reps, device=args.device,
                       threads=args.threads)
-    report = run_benchmark(cfg, log=lambda line: print(line, file=sys.stderr, flush=True), wait_idle=args.wait_idle)
+    report = run_benchmark(cfg, log=log, wait_idle=args.wait_idle)
     text = json.dumps(report, indent=2)
     print(text)
     print(markdown_table(report), file=sys.stderr)
@@ -378,7 +397,19 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     te.add_argument("--seed", type=int, default=0)
     te.set_defaults(func=_train_evaluator)
 
-    b = sub.add_parser("benchmark", help="time and peak memory of training and inference vs sequence length")
+    b = sub.add_parser("benchmark", help="time and peak memory of training and inference vs sequence length; "
+                                         "--cli: where the time of `cospeech generate` goes; --train-profile: of a training step")
+    what = b.add_mutually_exclusive_group()
+    what.add_argument("--cli", action="store_true",
+                      help="time `cospeech generate` (start-up, first run, each phase, each writer) against `import torch`")
+    what.add_argument("--train-profile", action="store_true",
+                      help="shares of data loading, forward, backward, optimiser step and checkpointing in `cospeech train`")
+    b.add_argument("--long", default=None, metavar="WAV",
+                   help="--cli: the long input (default: the shared 62 s BEAT2 take when present; '' = none)")
+    b.add_argument("--train-data", default=None, metavar="CACHE",
+                   help="--train-profile: a feature cache (default: the shared BEAT2 and SHOW clips, prepared first)")
+    b.add_argument("--train-steps", type=int, default=30, help="--train-profile: steps per preset (default 30)")
+    b.add_argument("--presets", default="tiny,default", help="--train-profile: presets to profile (default tiny,default)")
     b.add_argument("--backbones", default="transformer,mamba2",
                    help="comma-separated; name or name:key=value:... mixer options (first = baseline of the ratios); "
                         "'none' = the same model without a mixer (the floor both pay)")
@@ -388,7 +419,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     b.add_argument("--depth", type=int, default=8)
     b.add_argument("--heads", type=int, default=4, help="attention heads (transformer)")
     b.add_argument("--batch", type=int, default=8)
-    b.add_argument("--reps", type=int, default=3, help="timed repetitions per configuration (median reported)")
+    b.add_argument("--reps", type=int, default=3, help="timed repetitions per configuration or command (median reported)")
     b.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     b.add_argument("--threads", type=int, default=2, help="CPU threads")
     b.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
