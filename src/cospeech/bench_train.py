@@ -87,9 +87,10 @@ def profile_preset(cache: str, preset: str, steps: int) -> dict:
     return {
         "preset": preset, "steps": steps, "threads": torch.get_num_threads(),
         "setup_s": round(clock.first["data"] - t0, 3), "loop_s": round(total, 3),
-        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "seconds": {k: round(v, 4) for k, v in seconds.items()},
+        "calls": {name: clock.calls[name] for name in (*PARTS, "dropout")},
         "share": {k: round(v / total, 3) for k, v in seconds.items()},
-        "dropout_s": round(clock.seconds["dropout"], 3),
+        "dropout_s": round(clock.seconds["dropout"], 4),
         "dropout_share_of_forward": round(clock.seconds["dropout"] / seconds["forward"], 3),
         "step_s": round(step_s, 4), "checkpoint_each_s": round(checkpoint_each, 3), "checkpoint_every": every,
         "checkpoint_share_at_cadence": round(checkpoint_each / (checkpoint_each + every * step_s), 4),
