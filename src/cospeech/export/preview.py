@@ -45,7 +45,7 @@ N_EXPRESSION_BARS = 10
 # frown), the third raises the brows. The bars show the coefficients themselves.
 FACE_MAPPING = {"mouth_width": 0, "mouth_corners": 1, "brows": 2}
 # x264 settings: `ultrafast` takes about half the encoder time of `veryfast` on these frames (a
-# 62 s preview: ~11 MB instead of ~5 MB), and encoding is most of a preview's time
+# 62 s preview: 12.5 MiB instead of 4.7 MiB), and encoding is most of a preview's time
 ENCODER = ("-preset", "ultrafast")
 
 
