@@ -50,8 +50,11 @@ TARGETS = {  # figure -> the most it may be
 
 
 def child_env(src: Path = SRC, **extra: str) -> dict:
-    """This environment, plus `extra`, with `src` first on the module path of a child process."""
+    """This environment, plus `extra`, with `src` first on the module path of a child process.
+    Bytecode is written (PYTHONDONTWRITEBYTECODE dropped), as on a user's machine, so that warm
+    runs read it instead of compiling cospeech's modules every time."""
     env = os.environ | extra
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPATH"] = str(src) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
