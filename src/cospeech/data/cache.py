@@ -291,8 +291,10 @@ class FeatureCache:
         meta = {**take.meta, "id": f"{source}[{lo + start}:{lo + end}]", "source_id": source,
                 "range": [lo + start, lo + end], "frames": end - start}
         root = self.spec.slices().get("root_vel")
-        if root is not None and "origin" in meta:  # the velocity part integrates from the take's origin
+        velocity = any(p.name == "root_vel" and p.kind == "velocity" for p in self.spec.parts)
+        if velocity and "origin" in meta:  # a velocity root integrates from where the take's root is at `start`
             meta["origin"] = [float(v) for v in np.asarray(meta["origin"]) + take.motion[1 : start + 1, root].sum(0)]
+        # (an anchored root's features are relative to the take's first frame: its origin stays)
         sec = start / self.fps, end / self.fps
         onsets = take.onsets[(take.onsets >= sec[0]) & (take.onsets < sec[1])] - sec[0]
         streams = {name: feats[start:end] if self.streams[name]["rate"] is None else feats

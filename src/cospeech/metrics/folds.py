@@ -157,7 +157,8 @@ def training_record(cache: FeatureCache, cfg: FoldsConfig) -> dict:
                    overlap=tcfg.overlap if tcfg.overlap is not None else window // 4)
     train = {k: v for k, v in asdict(tcfg).items() if k not in NOT_TRAINING}
     return {"preset": cfg.preset, "train": train, "denoiser": dict(preset.denoiser),
-            "diffusion": preset.diffusion.to_dict(), "eval_at": list(steps)}
+            "diffusion": preset.diffusion.to_dict(), "eval_at": list(steps),
+            "motion_spec": cache.spec.to_dict()}  # what the models learn to produce (e.g. the root's encoding)
 
 
 def evaluation_settings(evaluator, fps: float, diffusion: dict, cfg: FoldsConfig) -> dict:
