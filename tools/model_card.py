@@ -104,6 +104,7 @@ def main(run: Path, folder: Path) -> None:
     root = cfg.spec.parts[0]
     root_line = {"anchored": "the root's height and place on the floor per frame (it cannot drift)",
                  "velocity": "the root's per-frame velocity, integrated (it drifts on long speech)"}.get(root.kind, root.kind)
+    measured = jitter_line(model, cache) + drift_line(model, cache)
     text = f"""# cospeech bundled model
 
 The model `cospeech generate` uses when no `-m` is given. Reproduce it with
@@ -145,8 +146,8 @@ in the `train` split; data hash `{spec["data"]["hash"][:16]}…`.
 - Hands: joint rotations are learned from the BEAT2 take only (SHOW stores hand PCA
   coefficients, kept as their own part). Root translation is learned from BEAT2 only (SHOW's
   monocular depth is too noisy to claim as data).
-{jitter_line(model, cache)}{drift_line(model, cache)}- The BVH and preview use cospeech's own T-pose skeleton with SMPL-X names, not the SMPL-X body
-  model (its files are licence-restricted).
+{measured}- The BVH and preview use cospeech's own T-pose skeleton with SMPL-X names, not the
+  SMPL-X body model (its files are licence-restricted).
 
 ## Licence
 The weights derive from data licensed for **non-commercial research only**:

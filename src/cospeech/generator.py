@@ -424,7 +424,8 @@ class Outpainter:
 
     @overlap.setter
     def overlap(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= self.window - self.lookahead - 1:
+        whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        if not whole or not 0 <= value <= self.window - self.lookahead - 1:
             raise CospeechError(f"overlap must be a whole number from 0 to {self.window - self.lookahead - 1} "
                                 f"(window {self.window} - look-ahead {self.lookahead} - 1), got {value!r}")
         self._overlap = int(value)

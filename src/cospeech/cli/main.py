@@ -156,8 +156,20 @@ def _info(args) -> int:
     return 0
 
 
-def _benchmark(args) -> int:
+def _print_report(report: dict, json_path: str | None, table: str | None = None) -> int:
+    """A benchmark's report: JSON on stdout (and in `json_path`), its table on stderr."""
     import json
+
+    text = json.dumps(report, indent=2)
+    print(text)
+    if table is not None:
+        print(table, file=sys.stderr)
+    if json_path:
+        write_text(json_path, text + "\n")
+    return 0
+
+
+def _benchmark(args) -> int:
 
     if args.streaming:
         return _benchmark_streaming(args)
@@ -174,11 +186,7 @@ def _benchmark(args) -> int:
 
             presets = tuple(p.strip() for p in args.presets.split(",") if p.strip())
             report = run_train_profile(data=args.train_data, presets=presets, steps=args.train_steps, log=log)
-        text = json.dumps(report, indent=2)
-        print(text)
-        if args.json:
-            write_text(args.json, text + "\n")
-        return 0
+        return _print_report(report, args.json)
 
     from ..bench import BenchConfig, markdown_table, run_benchmark
 
@@ -193,12 +201,7 @@ def _benchmark(args) -> int:
                       depth=args.depth, heads=args.heads, batch=args.batch, reps=args.reps, device=args.device,
                       threads=args.threads)
     report = run_benchmark(cfg, log=log, wait_idle=args.wait_idle)
-    text = json.dumps(report, indent=2)
-    print(text)
-    print(markdown_table(report), file=sys.stderr)
-    if args.json:
-        write_text(args.json, text + "\n")
-    return 0
+    return _print_report(report, args.json, markdown_table(report))
 
 
 # -- export --------------------------------------------------------------------------------
@@ -250,7 +253,6 @@ def _retarget(args) -> int:
 
 
 def _benchmark_streaming(args) -> int:
-    import json
 
     from ..audio import load_audio
     from ..bench_streaming import StreamBenchConfig, markdown_table, run_stream_benchmark
@@ -283,12 +285,7 @@ def _benchmark_streaming(args) -> int:
     report = run_stream_benchmark(model, wave, sr, cfg, reference, evaluator,
                                   log=lambda line: print(line, file=sys.stderr, flush=True))
     report["speech"], report["reference"] = str(speech), args.reference
-    text = json.dumps(report, indent=2)
-    print(text)
-    print(markdown_table(report), file=sys.stderr)
-    if args.json:
-        write_text(args.json, text + "\n")
-    return 0
+    return _print_report(report, args.json, markdown_table(report))
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -380,7 +377,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     f.add_argument("-o", "--out", default=None, help="folder of the per-fold runs and report.json (resumable)")
     f.add_argument("--preset", default=None, help="training preset (default: default)")
     f.add_argument("--backbone", default=None, help="override the preset's backbone")
-    f.add_argument("--train-steps", type=int, default=None, help="training steps per fold (default: the largest --eval-at, else the preset's)")
+    f.add_argument("--train-steps", type=int, default=None,
+                   help="training steps per fold (default: the largest --eval-at, else the preset's)")
     f.add_argument("--eval-at", default=None, metavar="STEPS", help="comma-separated checkpoints to evaluate too, e.g. 250,500")
     f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="replace a preset setting, e.g. diffusion.prediction=epsilon (repeatable)")
