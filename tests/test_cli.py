@@ -102,6 +102,22 @@ def test_other_bad_arguments(tmp_path, capsys):
     assert "not a feature cache" in capsys.readouterr().err
     assert main(["prepare", "show", str(tmp_path / "nope"), "-o", str(tmp_path / "c")]) == 1
     assert "no such folder" in capsys.readouterr().err
+    assert main(["generate", "--example", "--jump-count", "-1", "-o", str(tmp_path)]) == 1
+    assert "jump count must be a whole number ≥ 0" in capsys.readouterr().err
+    assert main(["generate", "--example", "--jump-count", "1", "--sampler", "dpmsolver", "-o", str(tmp_path)]) == 1
+    assert "dpmsolver cannot step back" in capsys.readouterr().err
+
+
+def test_resampling_from_the_command_line(tmp_path):
+    """--jump-count reaches the sampler: the motion differs from plain sampling, and is finite."""
+    outs = {}
+    for jumps in (0, 1):
+        out = tmp_path / str(jumps)
+        assert main(["generate", "--example", "--steps", "2", "--joiner", "foppas", "--jump-count", str(jumps),
+                     "--formats", "npz", "-o", str(out)]) == 0
+        with np.load(out / "arctic_a0007.npz") as d:
+            outs[jumps] = d["poses"]
+    assert np.isfinite(outs[1]).all() and not np.allclose(outs[0], outs[1], atol=1e-4)
 
 
 def test_info_describes_the_bundled_model(capsys):

@@ -195,3 +195,51 @@ def test_bad_settings_are_named():
         DiffusionConfig(prediction="noise")
     with pytest.raises(CospeechError, match="steps must be"):
         sample(CleanFromAudio(), audio_rows(), (2, 8, 3), DiffusionConfig(), gen(), steps=-1)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+@pytest.mark.parametrize("steps,length,count", [(4, 1, 1), (8, 2, 1), (10, 3, 2), (5, 1, 0)])
+def test_resampling_jumps_back_and_reruns_the_steps(sampler, steps, length, count):
+    """RePaint: after every `length` steps (but the last), x is noised back `length` steps and
+    they run again, `count` times; the model sees exactly that sequence of timesteps."""
+    model, cfg = CleanFromAudio(), DiffusionConfig()
+    cond = audio_rows(scale=2.0)
+    out = sample(model, cond, (2, 8, 3), cfg, gen(), steps=steps, sampler=sampler, jump_length=length, jump_count=count)
+    sched = sample_scheduler(cfg, sampler)
+    sched.set_timesteps(steps)
+    ts = [int(t) for t in sched.timesteps]
+    expected, i, jumps = [], 0, {}
+    while i < steps:
+        expected.append(ts[i])
+        i += 1
+        if count and i % length == 0 and i < steps and jumps.get(i, 0) < count:
+            jumps[i] = jumps.get(i, 0) + 1
+            i -= length
+    assert [int(t[0]) for _, t in model.calls] == expected
+    assert len(expected) == steps + count * length * ((steps - 1) // length)
+    torch.testing.assert_close(out, cond.audio, rtol=1e-4, atol=1e-4)  # x0 is still reached
+
+
+def test_renoise_draws_from_the_forward_process():
+    """x at level 100 noised up to level 600: mean √(ᾱ600/ᾱ100)·x, variance 1 − ᾱ600/ᾱ100."""
+    from cospeech.diffusion.gaussian import renoise
+
+    cfg = DiffusionConfig()
+    ab = train_scheduler(cfg).alphas_cumprod
+    ratio = float(ab[600] / ab[100])
+    assert 0.05 < ratio < 0.95
+    x = torch.full((400, 50, 10), 1.5)
+    out = renoise(x, 100, 600, cfg, gen(1))
+    assert abs(out.mean().item() - ratio**0.5 * 1.5) < 5e-3
+    assert abs(out.var().item() - (1 - ratio)) < 5e-3
+    torch.testing.assert_close(renoise(x, 300, 300, cfg, gen()), x)  # no level to climb: x itself
+
+
+def test_resampling_settings_are_checked():
+    with pytest.raises(CospeechError, match="dpmsolver cannot step back"):
+        sample(CleanFromAudio(), audio_rows(), (2, 8, 3), DiffusionConfig(), gen(), steps=4, sampler="dpmsolver",
+               jump_count=1)
+    for length, count in ((0, 1), (1, -1)):
+        with pytest.raises(CospeechError, match="jump length must be ≥ 1"):
+            sample(CleanFromAudio(), audio_rows(), (2, 8, 3), DiffusionConfig(), gen(), steps=4,
+                   jump_length=length, jump_count=count)

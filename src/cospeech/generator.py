@@ -62,7 +62,9 @@ class SampleOptions:
     other, each with its first `overlap` frames held to the end of the one before at every
     step — what a stream can do, since no window waits for later speech (`Outpainter`;
     `generate` then uses the causal beat flag, so a `StreamSession` fed the same speech gives
-    the same motion).
+    the same motion). jump_length, jump_count: RePaint-style resampling of every sampled window
+    (see `diffusion.sample`): smoother joins to held frames (out-painting, keyframes) for
+    (1 + jump_count)× the sampling time; 0 jumps (the default) is plain sampling.
     """
 
     steps: int | None = None
@@ -74,6 +76,8 @@ class SampleOptions:
     device: str = "cpu"
     dtype: str = "float32"
     joiner: str = "fused"
+    jump_length: int = 1
+    jump_count: int = 0
 
     def __post_init__(self):
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
@@ -88,6 +92,12 @@ class SampleOptions:
             object.__setattr__(self, "style", tuple(float(v) for v in self.style))
             if not all(math.isfinite(v) for v in self.style):
                 raise CospeechError("style vector must be finite")
+        for name, least in (("jump_length", 1), ("jump_count", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise CospeechError(f"{name.replace('_', ' ')} must be a whole number ≥ {least}, got {v!r}")
+        if self.jump_count and self.sampler == "dpmsolver":
+            raise CospeechError("resampling (jump count > 0) needs the ddim or ddpm sampler; dpmsolver cannot step back")
         if self.joiner not in JOINERS:
             raise CospeechError(f"unknown joiner {self.joiner!r}; choose from {', '.join(JOINERS)}")
         if self.dtype not in DTYPES:
@@ -298,6 +308,7 @@ class MotionGenerator:
             net, Condition(windows, spk), tuple(noise.shape), self.cfg.diffusion, generator,
             steps=opts.steps, sampler=opts.sampler, guidance=opts.guidance,
             project=None if hook else _OnCpu(fuser), noise=noise, hook=hook,
+            jump_length=opts.jump_length, jump_count=opts.jump_count,
         )
         return fuser.merge(x.float().cpu())
 
@@ -493,7 +504,8 @@ class Outpainter:
         spk = torch.full((1,), self.speaker, dtype=torch.long, device=device)
         x = sample(self.net, Condition(audio[None].to(device, dtype), spk), (1, len(audio), cfg.spec.dim),
                    cfg.diffusion, self.generator, steps=self.opts.steps, sampler=self.opts.sampler,
-                   guidance=self.opts.guidance, noise=noise[None].to(device, dtype), hook=hook)
+                   guidance=self.opts.guidance, noise=noise[None].to(device, dtype), hook=hook,
+                   jump_length=self.opts.jump_length, jump_count=self.opts.jump_count)
         return x[0].float().cpu().numpy()
 
 

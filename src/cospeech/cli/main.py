@@ -32,7 +32,8 @@ def _generate(args) -> int:
     if not inputs:
         raise CospeechError("no speech given: name audio files, or pass --example for the bundled sample")
     options = SampleOptions(steps=args.steps, sampler=args.sampler, guidance=args.guidance, seed=args.seed,
-                            speaker=args.speaker, device=args.device, dtype=args.dtype, joiner=args.joiner)
+                            speaker=args.speaker, device=args.device, dtype=args.dtype, joiner=args.joiner,
+                            jump_length=args.jump_length, jump_count=args.jump_count)
     keyframes = read_keyframes(args.keyframes) if args.keyframes else {}
     for frame, pose in ((0, args.start_pose), (-1, args.end_pose)):
         if pose:
@@ -319,6 +320,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
         g.add_argument("--joiner", choices=JOINERS, default="fused",
                        help="long speech: windows fused at every step (default) or out-painted one after another (foppas)")
+        g.add_argument("--jump-count", type=int, default=0,
+                       help="RePaint resampling: after every --jump-length steps, noise back and redo them this many "
+                            "times (smoother joins to held frames and keyframes; costs (1 + N)x; default 0 = off)")
+        g.add_argument("--jump-length", type=int, default=1, help="steps per resampling jump (default 1)")
         g.add_argument("--start-pose", metavar="FILE[:FRAME]", default=None,
                        help="begin in this pose: a frame (default 0) of an SMPL-X npz, "
                             "e.g. the end of a previous clip (out.npz:-1)")

@@ -176,6 +176,7 @@ def sample(
     steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
     mask: torch.Tensor | None = None, project: Callable[[torch.Tensor], torch.Tensor] | None = None,
     noise: torch.Tensor | None = None, max_batch: int = 64, hook: Hook | None = None,
+    jump_length: int = 1, jump_count: int = 0,
 ) -> torch.Tensor:
     """Draw motion (B, T, D) in normalised units, on the device and in the dtype of `noise`
     (or of `cond` when `noise` is None).
@@ -188,6 +189,12 @@ def sample(
     before `hook`.
     noise: the initial sample (B, T, D), drawn from `generator` when None.
     max_batch: rows per network call, bounding memory for many windows.
+    jump_length, jump_count: RePaint's resampling (Lugmayr et al. 2022): after every
+    `jump_length` steps, x is noised back up by that many steps with the forward process
+    (`renoise`) and those steps are run again, `jump_count` times, so the frames a hook holds
+    and the frames the network makes have that many more steps to agree — smoother seams
+    for (1 + jump_count)× the network calls. DDIM and DDPM only (DPM-Solver's multistep
+    history cannot be rewound).
     """
     steps = cfg.sample_steps if steps is None else steps
     guidance = cfg.guidance if guidance is None else guidance
@@ -195,6 +202,10 @@ def sample(
         raise CospeechError(f"steps must be a whole number ≥ 1, got {steps!r}")
     if not math.isfinite(guidance):
         raise CospeechError(f"guidance must be a finite number, got {guidance}")
+    if not (isinstance(jump_length, int) and isinstance(jump_count, int) and jump_length >= 1 and jump_count >= 0):
+        raise CospeechError(f"jump length must be ≥ 1 and jump count ≥ 0, got {jump_length!r} and {jump_count!r}")
+    if jump_count and (sampler or cfg.sampler) == "dpmsolver":
+        raise CospeechError("resampling (jump count > 0) needs the ddim or ddpm sampler; dpmsolver cannot step back")
     sched = sample_scheduler(cfg, sampler)
     sched.set_timesteps(steps)
     device = cond.audio.device
@@ -225,11 +236,28 @@ def sample(
         return torch.cat(out)
 
     x = after(x, timesteps[0], 0)
-    for i, (t, level) in enumerate(zip(timesteps, levels), start=1):
+    jumps = [0] * (len(timesteps) + 1)  # jumps made back from after step i
+    i = 0
+    while i < len(timesteps):
+        t, level = timesteps[i], levels[i]
         x_in = sched.scale_model_input(x, t)
         x = sched.step(predict(x_in, t), t, x, generator=generator).prev_sample
+        i += 1
         x = after(x, level, i)
+        if jump_count and i % jump_length == 0 and i < len(timesteps) and jumps[i] < jump_count:
+            jumps[i] += 1
+            i -= jump_length
+            x = after(renoise(x, level, timesteps[i], cfg, generator), timesteps[i], i)
     return x
+
+
+def renoise(x: torch.Tensor, t_from: int, t_to: int, cfg: DiffusionConfig, generator: torch.Generator) -> torch.Tensor:
+    """x (…, T, D) at the noise level of timestep t_from -> a draw at the higher level t_to from
+    the forward process q(x_to | x_from) = N(√(ᾱ_to / ᾱ_from) x, (1 - ᾱ_to / ᾱ_from) I)."""
+    ab = _alphas_cumprod(cfg)
+    ratio = float(ab[t_to] / ab[t_from])
+    noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device, x.dtype)
+    return math.sqrt(ratio) * x + math.sqrt(1 - ratio) * noise
 
 
 def noise_to(x0: torch.Tensor, noise: torch.Tensor, t: int, cfg: DiffusionConfig) -> torch.Tensor:
