@@ -26,11 +26,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from cospeech.cli.main import example_speech, main
-from cospeech.errors import CospeechError
 from cospeech.generator import SampleOptions
 from cospeech.motion.skeleton import SMPLX_JOINTS, SMPLX_PARENTS, smplx_skeleton
 from cospeech.motion.smplx import SmplxMotion
-from cospeech.serve.app import ServeConfig, create_app, listen, uvicorn_server
+from cospeech.serve.app import ServeConfig, create_app, listen, stream_session, uvicorn_server
 from cospeech.serve.protocol import (
     EXPRESSIONS_SENT, ProtocolError, frame_floats, motion_frames, pack_frames, parse_client_header, unpack_frames,
 )
@@ -47,41 +46,11 @@ LIMITS = ServeConfig(port=0, max_sessions=3, max_message_bytes=64 * 1024, idle_t
                      steps=5)  # 5 denoising steps: the same checks for a fifth of the compute
 
 
-class FakeSession:
-    """Stands in for cospeech.streaming.StreamSession (same constructor, push/pull/close, fps,
-    sample_rate) until it lands: frame k opens the jaw by k/100 rad and sets expression 0 to k."""
-
-    def __init__(self, model, options, sample_rate, lookahead_s=None):
-        if not 4000 <= sample_rate <= 768000:
-            raise CospeechError(f"stream: sample rate must be from 4000 to 768000 Hz, got {sample_rate}")
-        self.fps, self.sample_rate = model.cfg.fps, sample_rate
-        self.samples = 0
-        self.done = 0
-
-    def push(self, chunk):
-        self.samples += len(chunk)
-
-    def _upto(self, n):
-        k = np.arange(self.done, n)
-        self.done = n
-        poses = np.zeros((len(k), 55, 3), np.float32)
-        poses[:, 22, 0] = k / 100
-        expressions = np.zeros((len(k), 100), np.float32)
-        expressions[:, 0] = k
-        return SmplxMotion(poses, np.zeros((len(k), 3)), expressions, self.fps)
-
-    def pull(self):
-        return self._upto(int(self.samples / self.sample_rate * self.fps))
-
-    def close(self):
-        return self._upto(round(self.samples / self.sample_rate * self.fps))
-
-
-Session = FakeSession
 
 
 def make_session(model, options, sample_rate, lookahead_s=None):
-    session = Session(model, options, sample_rate=sample_rate)
+    """The server's own session (`StreamSession`), with faults injected by seed."""
+    session = stream_session(model, options, sample_rate, lookahead_s)
     if options.seed == FAIL_SEED:
         def broken(chunk):
             raise RuntimeError("injected failure")
@@ -96,7 +65,8 @@ def make_session(model, options, sample_rate, lookahead_s=None):
 
 def expected_rows(model, chunks: list[np.ndarray], sample_rate: int = RATE) -> np.ndarray:
     """The frames a session makes from these chunks, computed here without the server."""
-    session = Session(model, SampleOptions(joiner="foppas", seed=LIMITS.seed, steps=LIMITS.steps), sample_rate=sample_rate)
+    session = stream_session(model, SampleOptions(joiner="foppas", seed=LIMITS.seed, steps=LIMITS.steps),
+                             sample_rate, LIMITS.lookahead_s)
     rows = []
     for chunk in chunks:
         session.push(chunk)
@@ -377,7 +347,6 @@ def test_serve_command_errors_are_one_line(capsys):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_serve_command_stops_cleanly_on_a_signal(sig):
-    pytest.importorskip("cospeech.streaming", reason="the command serves cospeech.streaming's sessions, not here yet")
     proc = subprocess.Popen([sys.executable, "-m", "cospeech", "serve", "--port", "0", "--steps", "5"],
                             stderr=subprocess.PIPE, text=True)
     try:

@@ -15,7 +15,6 @@ far behind this stream: try again later.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import logging
 import socket
@@ -321,8 +320,6 @@ def serve(model_path: str | None, config: ServeConfig, announce: Callable[[str],
     sock = listen(config.host, config.port)
     name = "bundled" if model_path is None else str(resolve_model_path(model_path))
     server = StreamServer(load_model(model_path), config, name)
-    if importlib.util.find_spec("cospeech.streaming") is None:
-        raise CospeechError("cospeech serve needs the streaming sessions (cospeech.streaming), which this version lacks")
     server.warm_up()
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
