@@ -69,8 +69,8 @@ def test_expression_moves_the_face_and_its_bars():
     assert not np.array_equal(a[:, face], b[:, face]) and not np.array_equal(a[:, face], c[:, face])
     # the brows rise: the dark rows above the eyes, in the columns of one brow, move up
     def brow_row(img):
-        x = int(3 * PANEL + PANEL / 2 - PANEL * 0.26 * 0.42)
-        return np.nonzero(dark(img, x - 8, x + 8, 50, 82).any(axis=1))[0].mean()
+        x, cy, u = int(3 * PANEL + PANEL / 2 - PANEL * 0.26 * 0.42), PANEL * 0.36, PANEL / 320
+        return np.nonzero(dark(img, x - 8, x + 8, int(cy - 65 * u), int(cy - 33 * u)).any(axis=1))[0].mean()
 
     assert brow_row(c) < brow_row(a) - 5
 

@@ -29,10 +29,12 @@ import soundfile as sf
 from ..atomic import atomic_path
 from ..errors import CospeechError
 from ..motion import SmplxMotion, joint_positions, smplx_skeleton
-from ..motion.rotations import axis_angle_to_matrix
+from ..motion.fk import rotation_matrices
 
-PANEL = 320  # pixels per panel side; multiples of 16 keep the encoder from resizing
-STRIP = 96  # timeline height
+PANEL = 256  # pixels per panel side; multiples of 16 keep the encoder from resizing
+STRIP = 80  # timeline height
+# (the frame, 4 panels + strip = 1024 x 336, was 1280 x 416: the encoder's colour conversion and
+# x264 cost per pixel, and a 62 s preview then took 2.4x its generation; see `write_preview`)
 _LEFT, _RIGHT, _MID = "#2b6cb0", "#c53030", "#4a5568"
 HEAD_RADIUS = 0.09  # metres, for the circle drawn around the head joint
 JAW_FULL_OPEN = 0.08  # radians of jaw rotation drawn as a fully open mouth (~4.6°: the 99th
@@ -94,9 +96,7 @@ def _camera(fit: np.ndarray, left: int, size: int, margin: float = 0.12):
 def jaw_opening(poses: np.ndarray) -> np.ndarray:
     """(T, 55, 3) axis-angle -> (T,) jaw opening in radians: the jaw's rotation about its x axis
     (positive opens the mouth in SMPL-X)."""
-    import torch
-
-    r = axis_angle_to_matrix(torch.as_tensor(poses[:, 22], dtype=torch.float64)).numpy()  # (T, 3, 3)
+    r = rotation_matrices(poses[:, 22])  # (T, 3, 3)
     return np.arctan2(r[:, 2, 1], r[:, 1, 1])
 
 
@@ -184,28 +184,29 @@ class _Layout:
         return img
 
     def draw_face(self, draw, t: int) -> None:
+        u = PANEL / 320  # the face was drawn for 320-pixel panels; every size scales with the panel
         x0, cx, cy = 3 * PANEL, 3 * PANEL + PANEL / 2, PANEL * 0.36
         draw.rectangle([x0 + 1, 0, x0 + PANEL, PANEL - 20], fill="white")  # over a hand that strays
         rx, ry = PANEL * 0.26, PANEL * 0.30
         draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], outline=_MID, width=3)
-        brow = 6 + 10 * self.face["brows"][t]
+        brow = (6 + 10 * self.face["brows"][t]) * u
         for side in (-1, 1):
             ex = cx + side * rx * 0.42
-            draw.ellipse([ex - 9, cy - 30, ex + 9, cy - 18], outline=_MID, width=2)
-            draw.line([(ex - 16, cy - 38 - brow), (ex + 16, cy - 38 - brow)], fill=_MID, width=3)
+            draw.ellipse([ex - 9 * u, cy - 30 * u, ex + 9 * u, cy - 18 * u], outline=_MID, width=2)
+            draw.line([(ex - 16 * u, cy - 38 * u - brow), (ex + 16 * u, cy - 38 * u - brow)], fill=_MID, width=3)
         half_w = rx * (0.42 + 0.12 * self.face["width"][t])
-        open_h = 2 + 34 * self.face["open"][t]
+        open_h = (2 + 34 * self.face["open"][t]) * u
         my = cy + ry * 0.52
-        lift = 10 * self.face["corners"][t]
-        draw.polygon([(cx - half_w, my - lift), (cx, my - 2), (cx + half_w, my - lift), (cx, my + open_h)],
+        lift = 10 * u * self.face["corners"][t]
+        draw.polygon([(cx - half_w, my - lift), (cx, my - 2 * u), (cx + half_w, my - lift), (cx, my + open_h)],
                      fill="#742a2a", outline=_MID)
         # leading expression coefficients
-        base, bw = PANEL * 0.86, (PANEL - 40) / N_EXPRESSION_BARS
+        base, bw = PANEL * 0.86, (PANEL - 40 * u) / N_EXPRESSION_BARS
         for i, v in enumerate(self.expr[t]):
-            bx = x0 + 20 + i * bw
-            draw.rectangle([bx + 2, min(base, base - 26 * v), bx + bw - 2, max(base, base - 26 * v)],
+            bx = x0 + 20 * u + i * bw
+            draw.rectangle([bx + 2, min(base, base - 26 * u * v), bx + bw - 2, max(base, base - 26 * u * v)],
                            fill=_LEFT if v >= 0 else _RIGHT)
-        draw.line([(x0 + 16, base), (x0 + PANEL - 16, base)], fill="#a0aec0", width=1)
+        draw.line([(x0 + 16 * u, base), (x0 + PANEL - 16 * u, base)], fill="#a0aec0", width=1)
 
     def frames(self):
         from PIL import ImageDraw, ImageFont

@@ -31,8 +31,7 @@ from ..atomic import write_text
 from ..errors import CospeechError
 from ..motion import SMPLX_JOINTS, SmplxMotion, smplx_skeleton
 from ..motion.bvh import BvhFile, bvh_text, read_bvh
-from ..motion.fk import joint_positions
-from ..motion.rotations import axis_angle_to_matrix
+from ..motion.fk import joint_positions, rotation_matrices
 from ..motion.skeleton import Skeleton
 
 _FINGERS = {"index": "Index", "middle": "Middle", "pinky": "Pinky", "ring": "Ring", "thumb": "Thumb"}
@@ -104,9 +103,8 @@ def retarget(motion: SmplxMotion, rig: BvhFile, min_mapped: int = 10) -> tuple[n
                             f"{len(mapping)} matched; its first joints: {found})")
     src = smplx_skeleton()
     t, j_rig = motion.n_frames, rig.n_joints
-    import torch
 
-    rot = axis_angle_to_matrix(torch.as_tensor(motion.poses, dtype=torch.float64)).numpy()  # (T, 55, 3, 3)
+    rot = rotation_matrices(motion.poses)  # (T, 55, 3, 3)
     w_src = np.empty_like(rot)
     for j, p in enumerate(src.parents):
         w_src[:, j] = rot[:, j] if p < 0 else w_src[:, p] @ rot[:, j]
