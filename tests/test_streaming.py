@@ -227,12 +227,13 @@ def test_streaming_benchmark_command(tmp_path, capsys):
     from cospeech.cli.main import main
 
     out = tmp_path / "stream.json"
-    assert main(["benchmark", "--streaming", "--steps", "1,2", "--samplers", "ddim", "--seconds", "3",
-                 "--threads", "1", "--clock", "cpu", "--json", str(out)]) == 0
+    assert main(["benchmark", "--streaming", "--steps", "1,2", "--samplers", "ddim,dpmsolver", "--seconds", "3",
+                 "--jump-counts", "0,1", "--threads", "1", "--clock", "cpu", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out) == report
     rows = report["results"]
-    assert [(r["sampler"], r["steps"]) for r in rows] == [("ddim", 1), ("ddim", 2)]
+    assert [(r["sampler"], r["steps"], r["jump_count"]) for r in rows] == [  # no jumps for dpmsolver
+        ("ddim", 1, 0), ("ddim", 1, 1), ("ddim", 2, 0), ("ddim", 2, 1), ("dpmsolver", 1, 0), ("dpmsolver", 2, 0)]
     for r in rows:
         assert r["frames"] == 90 and r["frames_per_s"] > 0 and r["cpu_s"] > 0
         assert 0 < r["latency_p50_s"] <= r["latency_p95_s"] <= r["latency_max_s"]

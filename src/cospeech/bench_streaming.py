@@ -43,6 +43,7 @@ class StreamBenchConfig:
 
     steps: tuple[int, ...] = (4, 8, 25)
     samplers: tuple[str, ...] = ("ddim", "dpmsolver")
+    jump_counts: tuple[int, ...] = (0,)  # RePaint resampling per row (DDIM/DDPM rows only; dpmsolver cannot rewind)
     window: int = 40
     overlap: int = 27
     lookahead_s: float = 0.1
@@ -56,6 +57,8 @@ class StreamBenchConfig:
     def __post_init__(self):
         from .diffusion import SAMPLERS
 
+        if not self.jump_counts or min(self.jump_counts) < 0:
+            raise CospeechError("jump counts must be ≥ 0")
         if not self.steps or min(self.steps) < 1 or not self.samplers:
             raise CospeechError("the streaming benchmark needs steps ≥ 1 and at least one sampler")
         unknown = set(self.samplers) - set(SAMPLERS)
@@ -167,32 +170,34 @@ def run_stream_benchmark(model, wave: np.ndarray, sr: int, cfg: StreamBenchConfi
         rows.append(quality({"system": f"offline fused, {model.cfg.diffusion.sample_steps} steps",
                              "wall_s": time.perf_counter() - t0}, feats))
     paced_stream(model, SampleOptions(seed=cfg.seed, steps=1), wave[: sr], sr, cfg)  # warm-up
-    for sampler in cfg.samplers:
-        for steps in cfg.steps:
-            res = paced_stream(model, SampleOptions(seed=cfg.seed, steps=steps, sampler=sampler), wave, sr, cfg)
-            feats = res.pop("features")
-            res = quality({"system": "stream", "sampler": sampler, "steps": steps, **res}, feats)
-            log(f"{sampler:>9} {steps:3d} steps: {res['frames_per_s']:7.1f} frames/s, first motion "
-                f"{res['first_motion_latency_s']:.3f} s, latency p50 {res['latency_p50_s']:.3f} s "
-                f"p95 {res['latency_p95_s']:.3f} s, jerk {res['jerk']:.0f}"
-                + (f", FGD {res['fgd']:.3f}" if "fgd" in res else ""))
-            rows.append(res)
+    grid = [(s, n, j) for s in cfg.samplers for n in cfg.steps for j in cfg.jump_counts if not (j and s == "dpmsolver")]
+    for sampler, steps, jumps in grid:
+        opts = SampleOptions(seed=cfg.seed, steps=steps, sampler=sampler, jump_count=jumps)
+        res = paced_stream(model, opts, wave, sr, cfg)
+        feats = res.pop("features")
+        res = quality({"system": "stream", "sampler": sampler, "steps": steps, "jump_count": jumps, **res}, feats)
+        log(f"{sampler:>9} {steps:3d} steps, {jumps} jumps: {res['frames_per_s']:7.1f} frames/s, first motion "
+            f"{res['first_motion_latency_s']:.3f} s, latency p50 {res['latency_p50_s']:.3f} s "
+            f"p95 {res['latency_p95_s']:.3f} s, jerk {res['jerk']:.0f}"
+            + (f", FGD {res['fgd']:.3f}" if "fgd" in res else ""))
+        rows.append(res)
     return {"settings": asdict(cfg), "speech_s": len(wave) / sr, "load_1min_before": round(load, 2),
             "machine": machine("cpu") | {"threads": cfg.threads}, "results": rows}
 
 
 def markdown_table(report: dict) -> str:
-    rows = ["| sampler | steps | frames/s | first motion (s) | latency p50 (s) | p95 (s) | jerk (m/s³) | FGD |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| sampler | steps | jumps | frames/s | first motion (s) | latency p50 (s) | p95 (s) | jerk (m/s³) | FGD |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def f(v, fmt):
         return format(v, fmt) if v is not None else ""
 
     for r in report["results"]:
         if r["system"] != "stream":
-            rows.append(f"| {r['system']} | | | | | | {r['jerk']:.0f} | {f(r.get('fgd'), '.3f')} |")
+            rows.append(f"| {r['system']} | | | | | | | {r['jerk']:.0f} | {f(r.get('fgd'), '.3f')} |")
             continue
-        rows.append(f"| {r['sampler']} | {r['steps']} | {r['frames_per_s']:.0f} | {f(r['first_motion_latency_s'], '.3f')} "
+        rows.append(f"| {r['sampler']} | {r['steps']} | {r.get('jump_count', 0)} | {r['frames_per_s']:.0f} "
+                    f"| {f(r['first_motion_latency_s'], '.3f')} "
                     f"| {f(r['latency_p50_s'], '.3f')} | {f(r['latency_p95_s'], '.3f')} | {r['jerk']:.0f} "
                     f"| {f(r.get('fgd'), '.3f')} |")
     return "\n".join(rows)

@@ -267,7 +267,8 @@ def _benchmark_streaming(args) -> int:
 
     cfg = StreamBenchConfig(steps=numbers(args.steps, int, "steps"), samplers=numbers(args.samplers, str.strip, "samplers"),
                             window=args.window, overlap=args.overlap, lookahead_s=args.lookahead, chunk_s=args.chunk,
-                            seconds=args.seconds, seed=args.seed, threads=args.threads, clock=args.clock)
+                            seconds=args.seconds, seed=args.seed, threads=args.threads, clock=args.clock,
+                            jump_counts=numbers(args.jump_counts, int, "jump counts"))
     model = load_model(args.model)
     speech = Path(args.speech) if args.speech else example_speech()
     sr = model.cfg.audio.sample_rate
@@ -438,6 +439,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     st.add_argument("--seconds", type=float, default=None, help="seconds of speech (repeated when shorter)")
     st.add_argument("--steps", default="4,8,25", help="comma-separated denoising steps (default 4,8,25)")
     st.add_argument("--samplers", default="ddim,dpmsolver", help="comma-separated (default ddim,dpmsolver)")
+    st.add_argument("--jump-counts", default="0",
+                    help="comma-separated RePaint jump counts (jump length 1) to stream each DDIM/DDPM row with (default 0)")
     st.add_argument("--window", type=int, default=40, help="frames per window (default 40)")
     st.add_argument("--overlap", type=int, default=27, help="frames held to the emitted tail (default 27: 10 new per window)")
     st.add_argument("--lookahead", type=float, default=0.1, help="look-ahead in seconds (default 0.1)")
