@@ -155,7 +155,7 @@ def test_prepare_rejects_bad_sources(tmp_path):
     with pytest.raises(CospeechError, match="no smplxflame_30"):
         prepare("beat2", tmp_path, tmp_path / "c")
     with pytest.raises(CospeechError, match="unknown dataset layout"):
-        prepare("zeggs", tmp_path, tmp_path / "c")
+        prepare("nosuchlayout", tmp_path, tmp_path / "c")
     with pytest.raises(CospeechError, match="not a feature cache"):
         load_cache(tmp_path)
 
@@ -168,6 +168,8 @@ def test_each_data_module_imports_alone():
 
     modules = ["cospeech.data", "cospeech.data.cache", "cospeech.data.adapters", "cospeech.data.base",
                "cospeech.data.beat2", "cospeech.data.show", "cospeech.data.folder", "cospeech.data.unpickle",
+               "cospeech.data.beat", "cospeech.data.zeggs", "cospeech.data.genea", "cospeech.data.trinity",
+               "cospeech.data.vocaset", "cospeech.data.biwi", "cospeech.motion.resample", "cospeech.motion.rigmap",
                "cospeech.audio.extractors"]
     code = f"""
 import importlib, sys, traceback

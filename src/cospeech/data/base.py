@@ -26,6 +26,8 @@ class Take:
     split: str
     motion_path: Path
     audio_path: Path
+    extra_paths: tuple[Path, ...] = ()  # further source files the motion is read from (BEAT's face json)
+    fps: float | None = None  # the motion file's real frame rate where its header is wrong (prepare's source_fps)
 
 
 def require_folder(root: str | Path, what: str) -> Path:

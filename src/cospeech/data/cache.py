@@ -10,8 +10,9 @@ features on the motion grid); `prepare(..., streams={"mel": LogMel()})` adds oth
 computes only the streams and takes whose files are missing. `index.json` records the takes and
 the streams. A second run finds every file on disk and only re-reads `index.json` (sources
 unchanged in size and mtime are not even re-hashed). Several datasets can share one cache
-folder, as long as they share fps and feature settings. Caches of version 3 (audio inside the
-take's npz) still load.
+folder, as long as they share feature settings and motion spec. Motion recorded at any frame
+rate is resampled once, here, to the cache's (the model's) rate. Caches of version 3 (audio
+inside the take's npz) still load.
 
 `load_cache(..., exclude={take id: [(start, end), ...]})` (or `FeatureCache.excluding`) leaves
 frame ranges out, e.g. a held-out segment and a guard band around it: each take splits into the
@@ -39,13 +40,15 @@ from ..audio import AudioFeatureConfig, load_audio, speech_onsets
 from ..audio.extractors import SpeechFeatures, build_extractor, describe
 from ..errors import CospeechError
 from ..motion import MotionSpec, smplx_flame_spec
+from ..motion.resample import resample
 from .adapters import ADAPTERS
-from .base import Take, read_split_csv
+from .base import MAX_FPS, Take, read_split_csv
 
 CACHE_VERSION = 4
 READABLE_VERSIONS = (3, 4)
 INDEX = "index.json"
 AUDIO = "audio"  # the stream every cache holds: speech features on the motion grid
+DEFAULT_FPS = 30.0  # the model frame rate of a new cache when none is given: BEAT2's, SHOW's, the bundled model's
 MAX_AUDIO_SHORTFALL_S = 1.0  # audio may end this much before the motion; the motion is then cut
 
 
@@ -56,7 +59,7 @@ def _settings(audio_cfg: AudioFeatureConfig, spec: MotionSpec) -> dict:
 def _take_key(take: Take, settings: dict, file_hashes) -> str:
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     h.update(f"{take.dataset}/{take.id}".encode())
-    for p in (take.motion_path, take.audio_path):
+    for p in (take.motion_path, take.audio_path, *take.extra_paths):
         h.update(file_hashes(p).encode())
     return h.hexdigest()[:32]
 
@@ -75,8 +78,16 @@ def prepare(
     dataset: str, src: str | Path, out: str | Path, window: int = 120, stride: int = 10,
     audio_cfg: AudioFeatureConfig = AudioFeatureConfig(), spec: MotionSpec | None = None,
     split_file: str | Path | None = None, progress: bool = True, streams: dict | None = None,
+    fps: float | None = None, source_fps: float | None = None,
 ) -> dict:
     """Cache every take of `src` (a `dataset` layout) into `out`; returns the index dict.
+
+    fps: the model's frame rate. Every take's motion, at whatever rate it was recorded, is
+    resampled to it once, here (`motion.resample`: slerp for rotations, linear otherwise);
+    default: the rate of the takes already in `out`, else `DEFAULT_FPS`. source_fps: the motion
+    files' real frame rate, for files whose header states a wrong one (see the shared BEAT BVH).
+    spec: the motion spec; default: the spec of the takes already in `out`, else the layout's own
+    (`spec()` of its adapter module), else the SMPL-X + FLAME spec.
 
     split_file: a csv with columns id,type (train/val/test) that overrides the dataset's own
     split for the takes it names. streams: name -> extractor (`audio.extractors`) of feature
@@ -89,17 +100,25 @@ def prepare(
         raise CospeechError("window must be ≥ 2 frames and stride ≥ 1")
     if AUDIO in (streams or {}):
         raise CospeechError(f"the stream name {AUDIO!r} is the cache's own speech features; choose another name")
+    for name, rate in (("fps", fps), ("source_fps", source_fps)):
+        if rate is not None and not (np.isfinite(rate) and 0 < rate <= MAX_FPS):
+            raise CospeechError(f"{name} must be a frame rate in (0, {MAX_FPS:g}], got {rate:g}")
     adapter = ADAPTERS[dataset]
-    spec = spec or smplx_flame_spec()
-    settings = _settings(audio_cfg, spec)
     out = Path(out)
     index = _read_index(out)
     if index is not None and index.get("version") == 3:
         raise CospeechError(f"{out}: prepared by an older cospeech (cache version 3); it still loads for training, "
                             "but prepare into a new folder to add takes or streams")
+    if spec is None:
+        own = getattr(adapter, "spec", smplx_flame_spec)
+        spec = MotionSpec.from_dict(index["spec"]) if index and "spec" in index else own()
+    settings = _settings(audio_cfg, spec)
     index = index or {**settings, "fps": None, "window": window, "stride": stride, "streams": {}, "takes": [], "sources": {}}
     if {k: index.get(k) for k in settings} != settings:
-        raise CospeechError(f"{out}: prepared with other feature settings or cache version; use a new folder")
+        raise CospeechError(f"{out}: prepared with other feature settings, motion spec or cache version; use a new folder")
+    if fps is not None and index["fps"] is not None and abs(fps - index["fps"]) > 1e-6:
+        raise CospeechError(f"{out}: holds takes at {index['fps']:g} fps, not {fps:g}; use a new folder")
+    index["fps"] = float(index["fps"] or fps or DEFAULT_FPS)
     index["window"], index["stride"] = window, stride
     sources: dict = index.setdefault("sources", {})
     extractors = {AUDIO: SpeechFeatures(audio_cfg)}
@@ -120,6 +139,8 @@ def prepare(
     found = adapter.takes(src)
     if not found:
         raise CospeechError(f"{src}: no takes found for layout {dataset!r}")
+    if source_fps is not None:
+        found = [replace(t, fps=float(source_fps)) for t in found]
     if split_file is not None:
         split = read_split_csv(Path(split_file))
         found = [replace(t, split=split.get(t.id, t.split)) for t in found]
@@ -129,7 +150,7 @@ def prepare(
     from tqdm import tqdm
 
     for take in tqdm(found, desc=f"prepare {dataset}", unit="take", disable=None if progress else True):
-        key = _take_key(take, settings, file_hash)
+        key = _take_key(take, {**settings, "fps": index["fps"], "source_fps": take.fps}, file_hash)
         path = out / "takes" / f"{key}.npz"
         waves: dict[int, np.ndarray] = {}  # sample rate -> the take's speech, read once
 
@@ -142,15 +163,9 @@ def prepare(
         if entry and entry["key"] == key and path.exists():
             entry["split"] = take.split
         else:
-            entry = _cache_motion(take, adapter, audio_cfg, spec, path, wave(audio_cfg.sample_rate))
+            entry = _cache_motion(take, adapter, audio_cfg, spec, path, wave(audio_cfg.sample_rate), index["fps"])
             entry["key"] = key
-            entry["source_sha256"] = [file_hash(take.motion_path), file_hash(take.audio_path)]
-            if index["fps"] is None:
-                index["fps"] = entry["fps"]
-            elif abs(index["fps"] - entry["fps"]) > 1e-6:
-                raise CospeechError(
-                    f"{take.motion_path}: {entry['fps']} fps, but this cache holds {index['fps']} fps takes; use a new folder"
-                )
+            entry["source_sha256"] = [file_hash(p) for p in (take.motion_path, take.audio_path, *take.extra_paths)]
             entries[(take.dataset, take.id)] = entry
         _cache_streams(out, entry, extractors, records, wave)
         done.add((take.dataset, take.id))
@@ -170,9 +185,10 @@ def _stream_path(root: Path, stream_key: str, take_key: str) -> Path:
 
 
 def _cache_motion(take: Take, adapter, audio_cfg: AudioFeatureConfig, spec: MotionSpec, path: Path,
-                  wave: np.ndarray) -> dict:
-    """Write the take's motion features, channel mask and speech onsets; returns its index entry."""
-    motion = adapter.load_motion(take)
+                  wave: np.ndarray, fps: float) -> dict:
+    """Write the take's motion features (at `fps`), channel mask and speech onsets; returns its index entry."""
+    loaded = adapter.load_motion(take)
+    motion = resample(loaded, fps)
     audio_frames = int(round(len(wave) / audio_cfg.sample_rate * motion.fps))
     t = motion.n_frames
     if audio_frames < t:
@@ -188,10 +204,17 @@ def _cache_motion(take: Take, adapter, audio_cfg: AudioFeatureConfig, spec: Moti
             np.savez(f, motion=feats, mask=mask, onsets=onsets)
     return {
         "dataset": take.dataset, "id": take.id, "speaker": take.speaker, "split": take.split,
-        "fps": motion.fps, "frames": t, "parts": sorted(motion.parts),
-        "origin": [float(v) for v in motion.trans[0]],
+        "fps": motion.fps, "frames": t, "parts": sorted(motion.parts), "source_fps": loaded.fps,
+        "origin": [float(v) for v in _origin(motion)],
         "motion_path": str(take.motion_path), "audio_path": str(take.audio_path),
     }
+
+
+def _origin(motion) -> np.ndarray:
+    """Where the take's root starts: SMPL-X translation, else the first frame of a root part, else 0."""
+    if hasattr(motion, "trans"):
+        return motion.trans[0]
+    return motion.blocks["root_vel"][0] if motion.has("root_vel") else np.zeros(3)
 
 
 def _cache_streams(out: Path, entry: dict, extractors: dict, records: dict, wave) -> None:

@@ -198,16 +198,16 @@ def _check_opcodes(f: io.BytesIO) -> None:
     f.seek(start)
 
 
-def _load(f: io.BytesIO, storages=None):
+def _load(f: io.BytesIO, storages=None, encoding: str = "ASCII"):
     _check_opcodes(f)
-    return _Unpickler(f, storages).load()
+    return _Unpickler(f, storages, encoding).load()
 
 
 class _Unpickler(pickle.Unpickler):
     """Resolves only whitelisted globals; torch storages come from `storages`."""
 
-    def __init__(self, file, storages=None):
-        super().__init__(file)
+    def __init__(self, file, storages=None, encoding: str = "ASCII"):
+        super().__init__(file, encoding=encoding)
         self._storages = storages
 
     def find_class(self, module, name):
@@ -315,11 +315,15 @@ def _resolve(obj, arrays, done: dict):
 _ALLOWED = _numpy_globals()
 
 
-def load_pickle(path: str | Path):
-    """Load a dataset pickle with the restricted unpickler; torch tensors become numpy arrays."""
+def load_pickle(path: str | Path, encoding: str = "ASCII"):
+    """Load a dataset pickle with the restricted unpickler; torch tensors become numpy arrays.
+    encoding: how Python 2 strings decode; "latin1" reads Python 2 pickles of numpy arrays (as
+    FaceFormer's templates.pkl), whose array bytes are stored as such strings."""
+    if encoding not in ("ASCII", "latin1"):
+        raise CospeechError(f"pickle encoding must be ASCII or latin1, got {encoding!r}")
     path = Path(path)
     try:
-        return _plain(_load(io.BytesIO(path.read_bytes())), {})
+        return _plain(_load(io.BytesIO(path.read_bytes()), encoding=encoding), {})
     except FileNotFoundError:
         raise CospeechError(f"{path}: no such file") from None
     except IsADirectoryError:

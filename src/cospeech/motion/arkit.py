@@ -9,6 +9,7 @@ Legend: T frames.
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,3 +156,51 @@ def read_livelink_csv(path: str | Path, fps: float | None = None) -> LiveLinkTak
             raise CospeechError(f"{path}: cannot measure the frame rate from the timecodes; pass fps")
         fps = (len(body) - 1) / (stop - start)
     return LiveLinkTake(float(fps), {"arkit": weights}, {"arkit": "blendshape"}, timecodes, angles)
+
+
+def read_arkit_json(path: str | Path, fps: float | None = None) -> BlockMotion:
+    """BEAT (v1)'s facial JSON -> a motion with one `blendshape` block `arkit` (T, 52) in
+    `ARKIT_52` order. Layout: {"names": [52 ARKit names], "frames": [{"time": seconds,
+    "weights": [52 numbers], ...}, ...]}; weights are mapped by name (camelCase or PascalCase),
+    and without `names` must be 52 values in `ARKIT_52` order. `fps`: by default the file's
+    `metadata.fps`, else measured from the first and last frame times (BEAT records 60 fps)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CospeechError(f"{path}: cannot read ARKit JSON ({err})") from None
+    frames = doc.get("frames") if isinstance(doc, dict) else None
+    if not isinstance(frames, list) or not frames:
+        raise CospeechError(f"{path}: expected BEAT's facial JSON, "
+                            '{"names": [...], "frames": [{"time": ..., "weights": [...]}, ...]}')
+    names = doc.get("names")
+    if names is None:
+        names = list(ARKIT_52)
+    column = {str(n)[:1].lower() + str(n)[1:]: i for i, n in enumerate(names)}
+    missing = [n for n in ARKIT_52 if n not in column]
+    if missing:
+        raise CospeechError(f"{path}: its names lack {len(missing)} ARKit curves, e.g. {missing[0]!r}")
+    idx = [column[n] for n in ARKIT_52]
+    try:
+        rows = np.asarray([f["weights"] for f in frames], dtype=np.float64)
+        times = np.asarray([f.get("time", np.nan) for f in frames], dtype=np.float64)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise CospeechError(f"{path}: every frame needs 'weights': [{len(names)} numbers] and 'time'") from None
+    if rows.ndim != 2 or rows.shape[1] != len(names):
+        raise CospeechError(f"{path}: frames hold {rows.shape[-1] if rows.ndim == 2 else '?'} weights, names list {len(names)}")
+    weights = rows[:, idx].astype(np.float32)  # (T, 52)
+    if not np.isfinite(weights).all():
+        raise CospeechError(f"{path}: blendshape weights hold NaN or infinite values")
+    low, high = weights.min(axis=0), weights.max(axis=0)
+    bad = np.flatnonzero((low < -_WEIGHT_SLACK) | (high > 1 + _WEIGHT_SLACK))
+    if len(bad):
+        raise CospeechError(f"{path}: {ARKIT_52[bad[0]]} leaves [0, 1] ({low[bad[0]]:.4g} … {high[bad[0]]:.4g})")
+    if fps is None:
+        meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+        if isinstance(meta.get("fps"), (int, float)) and meta["fps"] > 0:
+            fps = float(meta["fps"])
+        elif len(times) > 1 and np.isfinite(times[[0, -1]]).all() and times[-1] > times[0]:
+            fps = (len(times) - 1) / (times[-1] - times[0])
+        else:
+            raise CospeechError(f"{path}: cannot tell the frame rate (no metadata.fps, no frame times); pass fps")
+    return BlockMotion(float(fps), {"arkit": np.clip(weights, 0.0, 1.0)}, {"arkit": "blendshape"})
