@@ -47,7 +47,8 @@ def _generate(args) -> int:
 def _prepare(args) -> int:
     from ..data import prepare
 
-    index = prepare(args.layout, args.src, args.out, window=args.window, stride=args.stride, split_file=args.split_file)
+    index = prepare(args.layout, args.src, args.out, window=args.window, stride=args.stride, split_file=args.split_file,
+                    fps=args.fps, source_fps=args.source_fps)
     takes = index["takes"]
     frames = sum(t["frames"] for t in takes)
     splits = {s: sum(t["split"] == s for t in takes) for s in ("train", "val", "test")}
@@ -343,6 +344,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--window", type=int, default=120, help="frames per training window (default 120)")
         p.add_argument("--stride", type=int, default=10, help="frames between window starts (default 10)")
         p.add_argument("--split-file", default=None, help="csv id,type (train/val/test) overriding the dataset's split")
+        p.add_argument("--fps", type=float, default=None,
+                       help="the model's frame rate: motion at any other rate is resampled to it once, here "
+                            "(default: the cache's, else 30)")
+        p.add_argument("--source-fps", type=float, default=None,
+                       help="the motion files' real frame rate, where their headers state a wrong one")
     p.set_defaults(func=_prepare)
 
     t = sub.add_parser("train", help="train a model on a feature cache")

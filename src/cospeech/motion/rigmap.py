@@ -46,6 +46,7 @@ AIM = {"pelvis": "spine1", "spine1": "spine2", "spine2": "spine3", "spine3": "ne
            ("hip", "knee"), ("knee", "ankle"), ("ankle", "foot"))},
        **{f"{s}_{f}{i}": f"{s}_{f}{i + 1}" for s in ("left", "right") for f in _FINGERS for i in (1, 2)}}
 HAND_JOINTS = tuple(range(25, 55))  # SMPL-X finger joints
+PINNED_ROOT_M = 0.01  # a rig root that moves less than this (metres) over a take holds no trajectory
 
 
 def _plain(name: str) -> str:
@@ -159,7 +160,7 @@ def rig_to_smplx(bvh, min_mapped: int = 10):
     pelvis = (pos[:, hips] - [0.0, floor_rig, 0.0]) / ratio  # (T, 3) metres, the floor at y = 0 (as BEAT2's)
     trans = pelvis - np.asarray(skel.root_rest)
     parts = {"root_orient", "body"}
-    if np.ptp(bvh.translations()[:, 0], axis=0).max() > 1e-6:  # BEAT's own files pin the root: no trajectory
+    if np.ptp(bvh.translations()[:, 0], axis=0).max() / ratio > PINNED_ROOT_M:  # BEAT's files pin the root
         parts.add("root_vel")
     if all(j in mapping for j in HAND_JOINTS):
         parts.add("hands")
