@@ -267,10 +267,197 @@ def test_beat_face_json_becomes_the_arkit_part(bvh_cache):
     np.testing.assert_allclose(take.motion[:, s], want[: take.n_frames], atol=2e-6)
 
 
+@pytest.mark.parametrize("bvh_cache", ["beat", "zeggs", pytest.param("genea", marks=pytest.mark.slow),
+                                       pytest.param("trinity", marks=pytest.mark.slow)], indirect=True)
 def test_bvh_layouts_train_from_the_cli(bvh_cache, tmp_path, capsys):
+    """Prepared, then trained a few steps from the CLI (genea and trinity give the same spec as
+    zeggs: they run with the slow tests)."""
     kind, out = bvh_cache
     run = tmp_path / "run"
-    assert main(["train", "--data", str(out), "-o", str(run), "--preset", "tiny", "--steps", "3"]) == 0
+    assert main(["train", "--data", str(out), "-o", str(run), "--preset", "tiny", "--steps", "3", "--batch-size", "2"]) == 0
     assert "trained to step 3" in capsys.readouterr().out
     losses = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     assert losses and np.isfinite(losses).all()
+
+
+# -- face vertex layouts --------------------------------------------------------------------------
+class _Py2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2 strings (BINSTRING), as FaceFormer's templates.pkl holds its arrays."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_bytes(self, obj):
+        n = len(obj)
+        self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj if n < 256 else pickle.BINSTRING + struct.pack("<i", n) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+
+
+VERTEX = {"vocaset": (5023, 60.0, ("FaceTalk_170725_00137_TA_sentence01", "FaceTalk_170728_03272_TA_sentence02")),
+          "biwi": (23370, 25.0, ("F2_e01", "M3_e02"))}
+CLIP_FRAMES = 120  # 4 s of a SHOW clip at 30 fps
+
+
+@pytest.fixture(scope="module", params=sorted(VERTEX))
+def vertex_cache(request, tmp_path_factory):
+    """VOCASET / BIWI layout with two subjects: vertices = subject template + basis · (jaw angle,
+    10 FLAME expression coefficients) of a real SHOW clip, at the dataset's rate (lerp from 30 fps)."""
+    from cospeech.data.unpickle import load_pickle
+
+    kind = request.param
+    n_vertices, fps, names = VERTEX[kind]
+    if len(SHOW_CLIPS) < 2:
+        need_data(DATA / "show" / "missing")
+    root = tmp_path_factory.mktemp(kind)
+    src = root / "src"
+    (src / "vertices_npy").mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    basis = rng.normal(0, 1e-3, (3 * n_vertices, 11)).astype(np.float32)
+    templates, signals = {}, {}
+    for clip, name in zip(SHOW_CLIPS, names):
+        d = load_pickle(clip)
+        signal30 = np.concatenate([np.asarray(d["jaw_pose"])[:CLIP_FRAMES, :1],
+                                   np.asarray(d["expression"])[:CLIP_FRAMES, :10]], axis=1).astype(np.float64)
+        signal = lerp(signal30, sample_times(CLIP_FRAMES, 30.0, fps))  # (T, 11) at the dataset's rate
+        subject = name.rsplit("_", 1)[0]
+        templates[subject] = rng.normal(0, 0.05, (n_vertices, 3)).astype(np.float32)
+        np.save(src / "vertices_npy" / f"{name}.npy", (templates[subject].reshape(-1) + signal @ basis.T).astype(np.float32))
+        _write_wav(src / "wav" / f"{name}.wav", CLIP_FRAMES / 30 + 0.2, clip.with_suffix(".wav"))
+        signals[name] = signal
+    buf = io.BytesIO()
+    _Py2Pickler(buf, protocol=2).dump(templates)
+    (src / "templates.pkl").write_bytes(buf.getvalue())
+    out = root / "cache"
+    assert main(["prepare", kind, str(src), "-o", str(out), "--window", "30"]) == 0
+    return kind, out, basis, signals
+
+
+def test_vertex_layouts_cache_offsets_from_the_template(vertex_cache):
+    """The cache holds each frame's vertices minus its subject's template (read from a Python 2
+    pickle by the restricted unpickler), at 30 fps: VOCASET's 60 fps every other frame, BIWI's
+    25 fps interpolated, both checked against the closed form basis · signal."""
+    kind, out, basis, signals = vertex_cache
+    cache = load_cache(out)
+    n_vertices, fps, _ = VERTEX[kind]
+    assert cache.fps == 30.0 and cache.spec.dim == 3 * n_vertices and cache.spec.names == ("face_vertices",)
+    assert sorted(cache.speakers) == sorted(n.rsplit("_", 1)[0] for n in signals)
+    for take in cache.takes:
+        signal = signals[take.meta["id"]]
+        u = sample_times(len(signal), fps, 30.0)
+        assert take.n_frames == len(u) and take.mask.all()
+        want = lerp(signal, u) @ basis.T  # (T, 3V)
+        np.testing.assert_allclose(take.motion, want, atol=2e-6)
+        if kind == "vocaset":  # 60 -> 30 fps keeps every other frame of the 30 fps source signal
+            np.testing.assert_allclose(lerp(signal, u), signal[::2][: len(u)], atol=1e-9)
+
+
+@pytest.mark.parametrize("vertex_cache", ["vocaset", pytest.param("biwi", marks=pytest.mark.slow)], indirect=True)
+def test_vertex_layouts_train_from_the_cli(vertex_cache, tmp_path, capsys):
+    """Prepared, then trained a few steps from the CLI (BIWI's 70 110 channels take ~10 s: slow)."""
+    kind, out, _, _ = vertex_cache
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(out), "-o", str(run), "--preset", "tiny", "--steps", "3", "--batch-size", "2"]) == 0
+    assert "trained to step 3" in capsys.readouterr().out
+    losses = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert losses and np.isfinite(losses).all()
+
+
+# -- real files and bad layouts -------------------------------------------------------------------
+def test_the_real_beat_take_with_its_real_rate(tmp_path):
+    """The shared BEAT take itself in BEAT's layout: its header claims 7669 frames at 120 fps for
+    957 rows; --source-fps 15 states the real rate, and the 30 fps cache holds 2 × 956 + 1 frames."""
+    src = tmp_path / "beat" / "2"
+    src.mkdir(parents=True)
+    (src / BEAT_BVH.name).symlink_to(need_data(BEAT_BVH))
+    (src / BEAT_WAV.name).symlink_to(need_data(BEAT_WAV))
+    out = tmp_path / "cache"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with the rate stated, no header warning
+        assert main(["prepare", "beat", str(tmp_path / "beat"), "-o", str(out), "--source-fps", "15"]) == 0
+    take = load_cache(out).takes[0]
+    assert take.n_frames == 1913 and take.meta["source_fps"] == 15.0
+    s = load_cache(out).spec.slices()
+    assert not take.mask[s["arkit"]].any()  # no face JSON: the ARKit part is masked
+
+
+def test_a_walking_mixamo_rig_keeps_its_root_path(tmp_path):
+    """Another real skeleton (Mixamo names with a namespace, a walk whose root moves) in the ZEGGS
+    layout: its root trajectory is claimed and scaled to metres by the hip height."""
+    rig = need_data(DATA / "rigs" / "mixamo_walk.bvh")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "001_Walk_0_x_1_0.bvh").symlink_to(rig)
+    _write_wav(tmp_path / "src" / "001_Walk_0_x_1_0.wav", 2.4, need_data(DATA / "speech") / "arctic_a0007.wav")
+    assert main(["prepare", "zeggs", str(tmp_path / "src"), "-o", str(tmp_path / "c")]) == 0
+    cache = load_cache(tmp_path / "c")
+    take = cache.takes[0]
+    assert take.meta["speaker"] == "Walk" and "root_vel" in take.meta["parts"] and take.n_frames == 69
+    path = cache.spec.decode_blocks(take.motion)["root_vel"]  # (T, 3) anchored: horizontal from the first frame
+    bvh = read_bvh(rig)
+    from cospeech.motion.rigmap import hip_height_ratio, joint_map
+
+    ratio = hip_height_ratio(joint_map(bvh.names), bvh.parents, bvh.offsets)
+    hips = bvh.translations()[:, 0]
+    np.testing.assert_allclose(path[:, [0, 2]], (hips[:, [0, 2]] - hips[0, [0, 2]]) / ratio, atol=1e-4)
+    assert 0.3 < np.ptp(path[:, 2]) < 3.0  # the walk's 94 cm forward in metres (not centimetres)
+
+
+@pytest.mark.parametrize("kind,expected", [
+    ("beat", "<speaker>/<take>.bvh"), ("zeggs", "<take>.bvh beside <take>.wav"),
+    ("genea", "<split>/bvh/<take>.bvh + <split>/wav/<take>.wav"), ("trinity", "Motion/<take>.bvh + Audio/<take>.wav"),
+    ("vocaset", "vertices_npy/, wav/, templates.pkl"), ("biwi", "vertices_npy/<take>.npy"),
+])
+def test_an_empty_folder_names_the_expected_layout(kind, expected, tmp_path, capsys):
+    assert main(["prepare", kind, str(tmp_path), "-o", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cospeech: error:") and expected in err and "\n" not in err
+
+
+def _vocaset(tmp_path, verts, templates: bytes):
+    src = tmp_path / "v"
+    (src / "vertices_npy").mkdir(parents=True)
+    np.save(src / "vertices_npy" / "FaceTalk_1_TA_sentence01.npy", verts)
+    _write_wav(src / "wav" / "FaceTalk_1_TA_sentence01.wav", 1.0, need_data(DATA / "speech") / "arctic_a0007.wav")
+    (src / "templates.pkl").write_bytes(templates)
+    return src
+
+
+@pytest.mark.parametrize("case,match", [
+    ("no subject", "no template for subject 'FaceTalk_1_TA'"),
+    ("wrong width", r"expected \(T, 15069\) vertex positions"),
+    ("hostile pickle", "cannot read this pickle safely"),
+])
+def test_bad_vertex_takes_are_one_line_errors(case, match, tmp_path):
+    good = np.zeros((30, 15069), np.float32)
+    if case == "no subject":
+        src = _vocaset(tmp_path, good, pickle.dumps({"FaceTalk_2_TA": np.zeros((5023, 3), np.float32)}))
+    elif case == "wrong width":
+        src = _vocaset(tmp_path, good[:, :300], pickle.dumps({"FaceTalk_1_TA": np.zeros((5023, 3), np.float32)}))
+    else:
+        src = _vocaset(tmp_path, good, b"cos\nsystem\n(S'echo pwned'\ntR.")
+    with pytest.raises(CospeechError, match=match):
+        prepare("vocaset", src, tmp_path / "c", progress=False)
+
+
+def test_a_rig_with_other_joint_names_is_a_one_line_error(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "take.bvh").write_text("HIERARCHY\nROOT root\n{\n\tOFFSET 0 0 0\n\tCHANNELS 6 Xposition Yposition Zposition "
+                                  "Zrotation Xrotation Yrotation\n\tEnd Site\n\t{\n\t\tOFFSET 0 1 0\n\t}\n}\n"
+                                  "MOTION\nFrames: 2\nFrame Time: 0.0333333\n0 0 0 0 0 0\n0 0 0 0 0 0\n")
+    _write_wav(src / "take.wav", 1.0, need_data(DATA / "speech") / "arctic_a0007.wav")
+    with pytest.raises(CospeechError, match="take.bvh: the rig's joints are not named like BEAT's"):
+        prepare("zeggs", src, tmp_path / "c", progress=False)
+
+
+def test_read_arkit_json_maps_by_name_and_measures_the_rate(tmp_path):
+    names = list(reversed(ARKIT_52))  # another order than ARKit's: mapped by name
+    rows = np.linspace(0, 1, 5 * 52).reshape(5, 52)
+    doc = {"names": names, "frames": [{"time": i / 60, "weights": list(r), "rotation": [0, 0, 0]} for i, r in enumerate(rows)]}
+    (tmp_path / "f.json").write_text(json.dumps(doc))
+    m = read_arkit_json(tmp_path / "f.json")
+    assert abs(m.fps - 60.0) < 1e-9
+    np.testing.assert_allclose(m.blocks["arkit"], rows[:, ::-1], atol=1e-6)
+    (tmp_path / "g.json").write_text(json.dumps({"names": names[:50], "frames": doc["frames"]}))
+    with pytest.raises(CospeechError, match="lack 2 ARKit curves"):
+        read_arkit_json(tmp_path / "g.json")

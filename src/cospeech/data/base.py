@@ -86,8 +86,11 @@ def check_motion(motion, path: Path):
         raise CospeechError(f"{path}: holds no motion frames")
     if not motion.fps <= MAX_FPS:
         raise CospeechError(f"{path}: frame rate {motion.fps:g} fps is implausible (at most {MAX_FPS:g})")
-    arrays = {"poses": motion.poses, "trans": motion.trans, "expressions": motion.expressions,
-              "hand_pca": motion.hand_pca, "betas": motion.betas}
+    if hasattr(motion, "poses"):
+        arrays = {"poses": motion.poses, "trans": motion.trans, "expressions": motion.expressions,
+                  "hand_pca": motion.hand_pca, "betas": motion.betas}
+    else:  # a BlockMotion: its blocks
+        arrays = dict(motion.blocks)
     for name, a in arrays.items():
         if a is not None and not np.all(np.isfinite(a)):
             bad = np.argwhere(~np.isfinite(np.asarray(a)))[0]
