@@ -278,6 +278,15 @@ def test_bvh_layouts_train_from_the_cli(bvh_cache, tmp_path, capsys):
     assert "trained to step 3" in capsys.readouterr().out
     losses = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     assert losses and np.isfinite(losses).all()
+    if kind == "beat":  # body and ARKit face from one model: SMPL-X writers and ARKit writers both
+        speech = need_data(DATA / "speech") / "arctic_a0009.wav"
+        assert main(["generate", str(speech), "-m", str(run), "-o", str(tmp_path / "g"), "--steps", "2",
+                     "--formats", "npz,arkit-json"]) == 0
+        with np.load(tmp_path / "g" / "arctic_a0009.npz") as d:
+            assert d["poses"].shape == (93, 165) and np.isfinite(d["poses"]).all()
+        doc = json.loads((tmp_path / "g" / "arctic_a0009_arkit.json").read_text())
+        weights = np.array([f["weights"] for f in doc["frames"]])
+        assert doc["metadata"]["source"] == "arkit" and weights.shape == (93, 52) and 0 <= weights.min() <= weights.max() <= 1
 
 
 # -- face vertex layouts --------------------------------------------------------------------------

@@ -37,11 +37,26 @@ class Exporter:
             self.check(motion)
 
 
+def as_smplx(motion):
+    """`motion` as an SmplxMotion: itself, or the SMPL-X blocks of a block motion that holds some
+    beside others (a model trained on BEAT's body and ARKit face); None when it holds none."""
+    from ..motion import PART_NAMES, SmplxMotion
+
+    if isinstance(motion, SmplxMotion):
+        return motion
+    blocks = {n: b for n, b in motion.blocks.items() if n in PART_NAMES}
+    joint = {"root_orient", "body", "jaw", "eyes", "hands"}
+    if not blocks or not joint & set(blocks):
+        return None
+    try:
+        return SmplxMotion.from_blocks(blocks, motion.fps)
+    except CospeechError:
+        return None
+
+
 def _smplx_only(name: str):
     def check(motion) -> None:
-        from ..motion import SmplxMotion
-
-        if not isinstance(motion, SmplxMotion):
+        if as_smplx(motion) is None:
             has = ", ".join(motion.blocks) or "nothing"
             raise CospeechError(f"{name} export writes SMPL-X + FLAME parameters; this motion is not SMPL-X (it has: {has})")
     return check
@@ -50,25 +65,25 @@ def _smplx_only(name: str):
 def _npz(motion, path, audio=None, title=None):
     from .npz import write_npz
 
-    return write_npz(motion, path)
+    return write_npz(as_smplx(motion), path)
 
 
 def _bvh(motion, path, audio=None, title=None):
     from .bvh import write_bvh
 
-    return write_bvh(motion, path)
+    return write_bvh(as_smplx(motion), path)
 
 
 def _mp4(motion, path, audio=None, title=None):
     from .preview import write_preview
 
-    return write_preview(motion, path, audio=audio, title=title)
+    return write_preview(as_smplx(motion), path, audio=audio, title=title)
 
 
 def _glb(motion, path, audio=None, title=None):
     from .gltf import write_glb
 
-    return write_glb(motion, path)
+    return write_glb(as_smplx(motion), path)
 
 
 def _arkit_json(motion, path, audio=None, title=None):
