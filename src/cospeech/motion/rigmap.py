@@ -2,8 +2,9 @@
 a rig's motion as SMPL-X (the inverse of `export.retarget`).
 
 Joint names: each SMPL-X joint has a rig name (`RIG_NAMES`, the BEAT/Mixamo naming that ZEGGS and
-the Trinity/GENEA 2020 captures share: Hips, Spine, LeftArm, LeftHandIndex1, ...); a rig joint's
-namespace ("mixamorig:") is ignored when matching.
+the Trinity/GENEA 2020 captures share: Hips, Spine, LeftArm, LeftHandIndex1, ...; `TWH_NAMES`, the
+b_root, b_spine0, b_l_arm, ... of GENEA 2022/2023); a rig joint's namespace ("mixamorig:") is
+ignored when matching.
 
 Rest-pose alignment (`bone_alignments`): both rests are the zero-rotation poses (the SMPL-X
 T-pose of `smplx_skeleton`, the rig's OFFSETs). For a mapped joint j aiming at a mapped child c,
@@ -39,6 +40,14 @@ def _rig_names() -> dict[str, str]:
 
 
 RIG_NAMES = _rig_names()  # SMPL-X joint -> rig joint name (BEAT / Mixamo naming)
+# GENEA 2022/2023 (Talking With Hands) names, as the challenge's baseline code selects its joints:
+# the spine has four joints (b_spine3 stays unmapped, as BEAT's Spine3), collars are b_*_shoulder.
+# Its finger and toe names are not mapped, so the hands of such a take are not claimed.
+TWH_NAMES = {"pelvis": "b_root", "spine1": "b_spine0", "spine2": "b_spine1", "spine3": "b_spine2", "neck": "b_neck0",
+             "head": "b_head", **{f"{side}_{k}": f"b_{side[0]}_{v}" for side in ("left", "right") for k, v in (
+                 ("collar", "shoulder"), ("shoulder", "arm"), ("elbow", "forearm"), ("wrist", "wrist"),
+                 ("hip", "upleg"), ("knee", "leg"), ("ankle", "foot"))}}
+NAMINGS = (RIG_NAMES, TWH_NAMES)  # tried in order: a joint takes the first naming that has it
 # the SMPL-X joint each joint's bone aims at; joints not listed (head, toes, finger tips) aim at none
 AIM = {"pelvis": "spine1", "spine1": "spine2", "spine2": "spine3", "spine3": "neck", "neck": "head",
        **{f"{s}_{a}": f"{s}_{b}" for s in ("left", "right") for a, b in (
@@ -54,16 +63,22 @@ def _plain(name: str) -> str:
 
 
 def joint_map(rig_names) -> dict[int, int]:
-    """SMPL-X joint index -> rig joint index, for the SMPL-X joints the rig has."""
+    """SMPL-X joint index -> rig joint index, for the SMPL-X joints the rig has (`NAMINGS`)."""
     index = {_plain(n): k for k, n in enumerate(rig_names)}
-    return {SMPLX_JOINTS.index(s): index[r] for s, r in RIG_NAMES.items() if r in index}
+    out: dict[int, int] = {}
+    for naming in NAMINGS:
+        for s, r in naming.items():
+            if r in index and SMPLX_JOINTS.index(s) not in out:
+                out[SMPLX_JOINTS.index(s)] = index[r]
+    return dict(sorted(out.items()))
 
 
 def check_mapping(mapping: dict[int, int], rig_names, min_mapped: int = 10) -> None:
     """A one-line error unless the rig has the root and at least `min_mapped` SMPL-X joints."""
     if len(mapping) < min_mapped or SMPLX_JOINTS.index("pelvis") not in mapping:
         found = ", ".join(list(rig_names)[:4])
-        raise CospeechError(f"the rig's joints are not named like BEAT's or Mixamo's (Hips, Spine, LeftArm, ...; "
+        raise CospeechError(f"the rig's joints are not named like BEAT's or Mixamo's (Hips, Spine, LeftArm, ...) or "
+                            f"GENEA 2022's (b_root, b_spine0, b_l_arm, ...; "
                             f"{len(mapping)} matched; its first joints: {found})")
 
 
