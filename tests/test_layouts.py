@@ -395,7 +395,8 @@ def test_vertex_layouts_train_from_the_cli(vertex_cache, tmp_path, capsys):
 # -- real files and bad layouts -------------------------------------------------------------------
 def test_the_real_beat_take_with_its_real_rate(tmp_path):
     """The shared BEAT take itself in BEAT's layout: its header claims 7669 frames at 120 fps for
-    957 rows; --source-fps 15 states the real rate, and the 30 fps cache holds 2 × 956 + 1 frames."""
+    957 rows; --source-fps 15 states the real rate, and the 30 fps cache holds 2 × 956 + 1 frames.
+    BEAT2's fit of the same take then joins the same cache."""
     src = tmp_path / "beat" / "2"
     src.mkdir(parents=True)
     (src / BEAT_BVH.name).symlink_to(need_data(BEAT_BVH))
@@ -408,6 +409,11 @@ def test_the_real_beat_take_with_its_real_rate(tmp_path):
     assert take.n_frames == 1913 and take.meta["source_fps"] == 15.0
     s = load_cache(out).spec.slices()
     assert not take.mask[s["arkit"]].any()  # no face JSON: the ARKit part is masked
+    # BEAT2's take of the same capture joins the cache (its spec is the cache's): FLAME face, no ARKit
+    assert main(["prepare", "beat2", str(need_data(BEAT2)), "-o", str(out)]) == 0
+    both = {t.meta["dataset"]: t for t in load_cache(out).takes}
+    assert set(both) == {"beat", "beat2"}
+    assert both["beat2"].mask[s["expression"]].all() and not both["beat2"].mask[s["arkit"]].any()
 
 
 def test_a_walking_mixamo_rig_keeps_its_root_path(tmp_path):
