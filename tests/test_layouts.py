@@ -496,3 +496,25 @@ def test_read_arkit_json_maps_by_name_and_measures_the_rate(tmp_path):
     (tmp_path / "g.json").write_text(json.dumps({"names": names[:50], "frames": doc["frames"]}))
     with pytest.raises(CospeechError, match="lack 2 ARKit curves"):
         read_arkit_json(tmp_path / "g.json")
+
+
+def test_prepare_fps_sets_the_model_rate_and_a_cache_keeps_one(tmp_path, capsys):
+    """--fps 60 resamples the 30 fps Mixamo walk (69 frames) to 137 frames, which lie on the
+    original rotations at every even frame; a cache holds one rate, and a rate out of range is refused."""
+    rig = need_data(DATA / "rigs" / "mixamo_walk.bvh")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "001_Walk_0_x_1_0.bvh").symlink_to(rig)
+    _write_wav(tmp_path / "src" / "001_Walk_0_x_1_0.wav", 2.4, need_data(DATA / "speech") / "arctic_a0007.wav")
+    out = tmp_path / "c60"
+    assert main(["prepare", "zeggs", str(tmp_path / "src"), "-o", str(out), "--fps", "60"]) == 0
+    cache = load_cache(out)
+    take = cache.takes[0]
+    assert cache.fps == 60.0 and take.n_frames == 137 and take.meta["source_fps"] == 30.0
+    body = cache.spec.decode_blocks(take.motion)["body"]
+    want = rig_to_smplx(read_bvh(rig)).poses[:, 1:22]
+    assert _angle(body[::2], want).max() < 1e-4
+    capsys.readouterr()
+    assert main(["prepare", "zeggs", str(tmp_path / "src"), "-o", str(out), "--fps", "25"]) == 1
+    assert "holds takes at 60 fps, not 25" in capsys.readouterr().err
+    assert main(["prepare", "zeggs", str(tmp_path / "src"), "-o", str(tmp_path / "c0"), "--fps", "0"]) == 1
+    assert "fps must be a frame rate in (0, 1000]" in capsys.readouterr().err
