@@ -124,6 +124,15 @@ BONES = [("pelvis", "spine1"), ("spine3", "neck"), ("left_shoulder", "left_elbow
          ("right_knee", "right_ankle")]
 
 
+def test_rig_to_smplx_is_the_same_block_by_block(beat_bvh, monkeypatch):
+    import cospeech.motion.rigmap as rigmap
+
+    whole = rig_to_smplx(beat_bvh)
+    monkeypatch.setattr(rigmap, "BLOCK_FRAMES", 100)  # 957 frames in 10 blocks
+    blocks = rig_to_smplx(beat_bvh)
+    assert np.array_equal(whole.poses, blocks.poses) and np.array_equal(whole.trans, blocks.trans)
+
+
 def test_beat_rig_read_as_smplx_agrees_with_beat2s_fit(beat_bvh, beat2_motion):
     """The BEAT BVH of the take, read onto SMPL-X, against BEAT2's SMPL-X fit of the same take (a
     different method on the same capture): the median bone-direction difference stays under 20°

@@ -19,6 +19,8 @@ Legend: T frames, J joints.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -55,7 +57,7 @@ AIM = {"pelvis": "spine1", "spine1": "spine2", "spine2": "spine3", "spine3": "ne
            ("hip", "knee"), ("knee", "ankle"), ("ankle", "foot"))},
        **{f"{s}_{f}{i}": f"{s}_{f}{i + 1}" for s in ("left", "right") for f in _FINGERS for i in (1, 2)}}
 HAND_JOINTS = tuple(range(25, 55))  # SMPL-X finger joints
-PINNED_ROOT_M = 0.01  # a rig root that moves less than this (metres) over a take holds no trajectory
+PINNED_ROOT_M = 0.01  # rig hips that move less than this (metres) over a take hold no trajectory
 
 
 def _plain(name: str) -> str:
@@ -138,6 +140,9 @@ def hip_height_ratio(mapping: dict[int, int], rig_parents, rig_offsets) -> float
     return float(h_rig / h_src)
 
 
+BLOCK_FRAMES = 4096  # frames read onto SMPL-X at a time: (frames, J, 3, 3) temporaries stay bounded on long takes
+
+
 def rig_to_smplx(bvh, min_mapped: int = 10):
     """A BVH rig's motion (`motion.bvh.BvhFile`, y up) -> `SmplxMotion` at the file's fps.
 
@@ -145,37 +150,46 @@ def rig_to_smplx(bvh, min_mapped: int = 10):
     as BEAT's Spine3 and Neck1, pass their rotation on through the world rotations); SMPL-X joints
     the rig lacks (jaw, eyes; fingers on a rig without them) follow their parent. Root path: the
     rig's hips scaled by the hip-height ratio, measured from the motion's own floor (its lowest
-    joint, 1st percentile over the frames) and set on the SMPL-X rest floor.
-    Parts claimed: root trajectory, root orientation, body, and the hands when the rig has all
-    30 finger joints."""
+    joint, 1st percentile over the frames), with the floor at y = 0 (as in BEAT2's SMPL-X fits).
+    Parts claimed: root orientation and body; the root trajectory when the rig's hips move (BEAT's
+    BVH files hold them in place, within millimetres); the hands when the rig has all 30
+    finger joints. Frames are converted `BLOCK_FRAMES` at a time."""
     from .smplx import SmplxMotion
 
     mapping = joint_map(bvh.names)
     check_mapping(mapping, bvh.names, min_mapped)
     align = bone_alignments(mapping, bvh.parents, bvh.offsets)
-    rot = bvh.rotations()  # (T, J, 3, 3) local
-    t = len(rot)
-    w_rig = np.empty_like(rot)
-    for j, p in enumerate(bvh.parents):
-        w_rig[:, j] = rot[:, j] if p < 0 else w_rig[:, p] @ rot[:, j]
-    w_src = np.empty((t, len(SMPLX_JOINTS), 3, 3))
-    local = np.empty_like(w_src)
-    for s, p in enumerate(SMPLX_PARENTS):
-        if s in mapping:
-            w_src[:, s] = w_rig[:, mapping[s]] @ align[s].T
-        else:
-            w_src[:, s] = w_src[:, p] if p >= 0 else np.eye(3)
-        local[:, s] = w_src[:, s] if p < 0 else np.swapaxes(w_src[:, p], -1, -2) @ w_src[:, s]
-    poses = Rotation.from_matrix(local.reshape(-1, 3, 3)).as_rotvec().reshape(t, len(SMPLX_JOINTS), 3)
-    skel = smplx_skeleton()
-    pos = bvh.positions()  # (T, J, 3) rig units
-    floor_rig = np.percentile(pos[:, :, 1].min(axis=1), 1)
+    t, n = bvh.n_frames, len(SMPLX_JOINTS)
     hips = mapping[SMPLX_JOINTS.index("pelvis")]
+    poses = np.empty((t, n, 3))
+    hips_pos, lowest = np.empty((t, 3)), np.empty(t)
+    for start in range(0, t, BLOCK_FRAMES):
+        part = replace(bvh, values=bvh.values[start:start + BLOCK_FRAMES])
+        rot, trans = part.rotations(), part.translations()  # (B, J, 3, 3) local, (B, J, 3)
+        w_rig, pos = np.empty_like(rot), np.empty_like(trans)
+        for j, p in enumerate(bvh.parents):
+            if p < 0:
+                w_rig[:, j], pos[:, j] = rot[:, j], trans[:, j]
+            else:
+                w_rig[:, j] = w_rig[:, p] @ rot[:, j]
+                pos[:, j] = pos[:, p] + np.einsum("tab,tb->ta", w_rig[:, p], trans[:, j])
+        w_src = np.empty((len(rot), n, 3, 3))
+        local = np.empty_like(w_src)
+        for s, p in enumerate(SMPLX_PARENTS):
+            if s in mapping:
+                w_src[:, s] = w_rig[:, mapping[s]] @ align[s].T
+            else:
+                w_src[:, s] = w_src[:, p] if p >= 0 else np.eye(3)
+            local[:, s] = w_src[:, s] if p < 0 else np.swapaxes(w_src[:, p], -1, -2) @ w_src[:, s]
+        stop = start + len(rot)
+        poses[start:stop] = Rotation.from_matrix(local.reshape(-1, 3, 3)).as_rotvec().reshape(len(rot), n, 3)
+        hips_pos[start:stop], lowest[start:stop] = pos[:, hips], pos[:, :, 1].min(axis=1)
+    floor_rig = np.percentile(lowest, 1)
     ratio = hip_height_ratio(mapping, bvh.parents, bvh.offsets)
-    pelvis = (pos[:, hips] - [0.0, floor_rig, 0.0]) / ratio  # (T, 3) metres, the floor at y = 0 (as BEAT2's)
-    trans = pelvis - np.asarray(skel.root_rest)
+    pelvis = (hips_pos - [0.0, floor_rig, 0.0]) / ratio  # (T, 3) metres, the floor at y = 0 (as BEAT2's)
+    trans = pelvis - np.asarray(smplx_skeleton().root_rest)
     parts = {"root_orient", "body"}
-    if np.ptp(bvh.translations()[:, 0], axis=0).max() / ratio > PINNED_ROOT_M:  # BEAT's files pin the root
+    if np.ptp(hips_pos, axis=0).max() / ratio > PINNED_ROOT_M:  # BEAT's files pin the hips
         parts.add("root_vel")
     if all(j in mapping for j in HAND_JOINTS):
         parts.add("hands")
