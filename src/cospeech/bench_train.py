@@ -67,7 +67,7 @@ def profile_preset(cache: str, preset: str, steps: int) -> dict:
     from .train.presets import get_preset
 
     clock = _Clock()
-    targets = [(loop.WindowSampler, "batch", "data"), (loop, "training_loss", "forward"),
+    targets = [(loop.WindowSampler, "build", "data"), (loop, "training_loss", "forward"),
                (torch.nn.Dropout, "forward", "dropout"), (torch.Tensor, "backward", "backward"),
                (torch.nn.utils, "clip_grad_norm_", "clip"), (torch.optim.AdamW, "step", "optimiser"),
                (loop.Ema, "update", "ema"), (loop, "_save_checkpoint", "checkpoint")]

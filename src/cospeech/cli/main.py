@@ -63,9 +63,13 @@ def _train(args) -> int:
 
     gen = train(args.data, args.out, preset=args.preset, resume=args.resume, steps=args.steps,
                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, backbone=args.backbone, device=args.device,
-                settings=parse_settings(args.set))
+                settings=parse_settings(args.set), devices=args.devices, num_nodes=args.num_nodes,
+                precision=args.precision, progress=not args.quiet)
     rec = gen.info.get("training", {})
-    print(f"{args.out}: trained to step {rec.get('step')}, loss {rec.get('loss_smooth', float('nan')):.4f}")
+    if rec.get("rank", 0) == 0:  # one line for the run, not one per process
+        world = rec.get("world_size", 1)
+        print(f"{args.out}: trained to step {rec.get('step')}, loss {rec.get('loss_smooth', float('nan')):.4f}"
+              + (f" ({world} processes)" if world > 1 else ""))
     return 0
 
 
@@ -366,8 +370,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         t.add_argument("--seed", type=int, default=None)
         t.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
         t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+        t.add_argument("--devices", type=int, default=None, metavar="N",
+                       help="processes on this machine: GPUs with --device cuda, else CPU processes (gloo); "
+                            "default: torchrun's, else 1. The batch size stays the global one")
+        t.add_argument("--num-nodes", type=int, default=None, metavar="N",
+                       help="machines taking part (each runs the same command; default: torchrun's, else 1)")
+        t.add_argument("--precision", choices=("auto", "32", "bf16"), default="auto",
+                       help="auto: bf16 autocast on a GPU that has it, else 32-bit (default: auto)")
         t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="replace a preset setting, e.g. diffusion.prediction=epsilon, denoiser.dropout=0.2 (repeatable)")
+                       help="replace a preset setting, e.g. diffusion.prediction=epsilon, denoiser.dropout=0.2, "
+                            "train.grad_accum=4 (repeatable)")
+        t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="metric table with controls, under a recorded protocol",

@@ -28,6 +28,7 @@ import hashlib
 import json
 import shutil
 import warnings
+import zipfile
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 from pathlib import Path
@@ -250,7 +251,7 @@ class CachedTake:
 
 @dataclass(eq=False)
 class FeatureCache:
-    """A prepared cache loaded into memory."""
+    """A prepared cache: its takes' arrays memory-mapped from the cache folder (or read, see `load_cache`)."""
 
     root: Path
     fps: float
@@ -352,11 +353,46 @@ def data_hash(takes) -> str:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
+def _npz_memmap(path: Path, name: str) -> np.ndarray | None:
+    """Member `name` of an uncompressed `.npz` (as `np.savez` writes them) memory-mapped read-only,
+    or None when it is stored compressed (then it is read into memory).
+
+    numpy memory-maps `.npy` files but not the members of an `.npz`; a stored (uncompressed) zip
+    member is a plain `.npy` file at an offset: its local header says where its bytes begin."""
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(f"{name}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        header = f.read(30)  # the zip local file header: its name and extra field lengths are at bytes 26-29
+        if header[:4] != b"PK\x03\x04":
+            return None
+        start = info.header_offset + 30 + int.from_bytes(header[26:28], "little") + int.from_bytes(header[28:30], "little")
+        f.seek(start)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        version = np.lib.format.read_magic(f)
+        if version not in read_header:
+            return None
+        shape, fortran, dtype = read_header[version](f)
+        offset = f.tell()
+    if dtype.hasobject:
+        return None
+    if not shape or 0 in shape:
+        return np.zeros(shape, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
 def load_cache(path: str | Path, split: str | None = None,
-               exclude: Mapping[str, Iterable[tuple[int, int]]] | None = None) -> FeatureCache:
+               exclude: Mapping[str, Iterable[tuple[int, int]]] | None = None, mmap: bool = True) -> FeatureCache:
     """Load `index.json` and the takes of one split (all takes when split is None), each with
     every stream the cache holds; `exclude`: frame ranges [start, end) left out per take id
-    (`FeatureCache.excluding`)."""
+    (`FeatureCache.excluding`).
+
+    mmap: the motion features and the feature streams are memory-mapped read-only from their files
+    rather than read, so a cache larger than memory trains: only the windows a batch reads are
+    paged in, and the page cache may drop them again (the small masks and onsets are read).
+    """
     root = Path(path)
     if not root.is_dir():
         raise CospeechError(f"{root}: no such cache folder; run `cospeech prepare` first")
@@ -379,10 +415,12 @@ def load_cache(path: str | Path, split: str | None = None,
             if not f.exists():
                 raise CospeechError(f"{f}: missing from the cache; run `cospeech prepare` again")
         with np.load(files[0], allow_pickle=False) as d:
-            motion, mask, onsets = d["motion"], d["mask"], d["onsets"]
+            mask, onsets = d["mask"], d["onsets"]
+            motion = _npz_memmap(files[0], "motion") if mmap else None
+            motion = d["motion"] if motion is None else motion
             streams = {AUDIO: d["audio"]} if version == 3 else {}
         for name, f in zip(records, files[1:]):
-            streams[name] = np.load(f, allow_pickle=False)
+            streams[name] = np.load(f, allow_pickle=False, mmap_mode="r" if mmap else None)
         takes.append(CachedTake(e, motion, streams.pop(AUDIO), mask, onsets, streams))
     if not takes:
         raise CospeechError(f"{root}: no takes" + (f" in split {split!r}" if split else ""))

@@ -156,6 +156,8 @@ def training_record(cache: FeatureCache, cfg: FoldsConfig) -> dict:
     tcfg = replace(tcfg, window=window, stride=tcfg.stride or cache.stride,
                    overlap=tcfg.overlap if tcfg.overlap is not None else window // 4)
     train = {k: v for k, v in asdict(tcfg).items() if k not in NOT_TRAINING}
+    if train["grad_accum"] == 1:  # protocols from before accumulation existed meant one pass per step
+        del train["grad_accum"]
     return {"preset": cfg.preset, "train": train, "denoiser": dict(preset.denoiser),
             "diffusion": preset.diffusion.to_dict(), "eval_at": list(steps),
             "motion_spec": cache.spec.to_dict()}  # what the models learn to produce (e.g. the root's encoding)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,9 +27,10 @@ from ..atomic import fsync_path, replace_durably, write_text
 from ..data import FeatureCache, load_cache
 from ..diffusion import DiffusionConfig, train_scheduler, training_loss
 from ..errors import CospeechError
-from ..generator import GeneratorConfig, MotionGenerator, resolve_device
+from ..generator import GeneratorConfig, MotionGenerator
 from ..models import Condition, DenoiserConfig, build_denoiser
 from ..motion import Normalizer
+from . import distributed
 from .ema import Ema
 from .presets import TrainConfig, get_preset, typed_settings
 
@@ -36,21 +39,33 @@ METRICS = "metrics.jsonl"
 
 
 class WindowSampler:
-    """Random training windows from a cache, normalised, as tensors."""
+    """Random training windows from a cache, normalised, as tensors.
+
+    The takes' arrays stay where the cache holds them (memory-mapped from disk, see `load_cache`):
+    a batch reads and normalises only its windows, so memory does not grow with the cache.
+    """
 
     def __init__(self, cache: FeatureCache, motion_norm: Normalizer, audio_norm: Normalizer,
                  speakers: tuple[str, ...], window: int, stride: int):
         self.window = window
         self.rows = cache.windows(window, stride)  # (N, 2)
-        self.motion = [np.where(t.mask, motion_norm.normalize(t.motion), 0.0).astype(np.float32) for t in cache.takes]
-        self.audio = [audio_norm.normalize(t.audio).astype(np.float32) for t in cache.takes]
+        self.motion_norm, self.audio_norm = motion_norm, audio_norm
+        self.motion = [t.motion for t in cache.takes]  # (T, D) each
+        self.audio = [t.audio for t in cache.takes]  # (T, C) each
         self.masks = [t.mask for t in cache.takes]
         self.speaker = [speakers.index(t.meta["speaker"]) for t in cache.takes]
 
+    def draw(self, size: int, generator: torch.Generator) -> np.ndarray:
+        """(size,) indices of windows, drawn from `generator` (the same on every rank)."""
+        return torch.randint(0, len(self.rows), (size,), generator=generator).numpy()
+
     def batch(self, size: int, generator: torch.Generator, device: torch.device | str = "cpu"):
         """x0 (B, W, D), Condition, frame mask (B, W), channel mask (B, D), on `device`."""
-        pick = torch.randint(0, len(self.rows), (size,), generator=generator).numpy()
-        w = self.window
+        return self.build(self.draw(size, generator), device)
+
+    def build(self, pick: np.ndarray, device: torch.device | str = "cpu"):
+        """The windows `pick` (B,) as in `batch`."""
+        size, w = len(pick), self.window
         d, c = self.motion[0].shape[1], self.audio[0].shape[1]
         x0 = np.zeros((size, w, d), np.float32)
         audio = np.zeros((size, w, c), np.float32)
@@ -59,9 +74,10 @@ class WindowSampler:
         speaker = np.zeros(size, np.int64)
         for b, (take, start) in enumerate(self.rows[pick]):
             seg = slice(start, start + w)
-            n = len(self.motion[take][seg])
-            x0[b, :n] = self.motion[take][seg]
-            audio[b, :n] = self.audio[take][seg]
+            motion = self.motion_norm.normalize(self.motion[take][seg])
+            n = len(motion)
+            x0[b, :n] = np.where(self.masks[take], motion, 0.0)
+            audio[b, :n] = self.audio_norm.normalize(self.audio[take][seg])
             frames[b, :n] = True
             channels[b] = self.masks[take]
             speaker[b] = self.speaker[take]
@@ -137,21 +153,29 @@ def _resume_log(run: Path, step: int) -> float:
 
 def train(
     data: str | Path | FeatureCache, run: str | Path, preset: str = "default", resume: bool = False,
-    progress: bool = True, device: str = "cpu", settings: dict | None = None, **overrides,
+    progress: bool = True, device: str = "cpu", settings: dict | None = None, devices: int | None = None,
+    num_nodes: int | None = None, precision: str = "auto", **overrides,
 ) -> MotionGenerator:
     """Train on a prepared cache (its train split); returns the EMA model (on the CPU).
 
     device: cpu, cuda, cuda:N or auto. settings: preset fields replaced, {"section.field": value}
     (`Preset.override`, the CLI's --set). overrides: TrainConfig fields (steps, batch_size, lr,
     seed, ...) and `backbone`, applied after the settings.
+    devices, num_nodes: processes per node and nodes (`distributed.launch`; None: torchrun's, else
+    1); more than one re-runs the current command per extra local process. precision: auto (bf16
+    autocast on a GPU), 32 or bf16. The batch size is the global one, split over processes and
+    `train.grad_accum` accumulation steps; a run resumes on any number of processes.
     """
-    dev = resolve_device(device)
+    fabric = distributed.launch(device, devices, num_nodes, precision)
+    rank, world, leader = fabric.global_rank, fabric.world_size, fabric.is_global_zero
+    dev = fabric.device
     cache = data if isinstance(data, FeatureCache) else load_cache(data, split="train")
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     spec = _resolve_run(run, cache, preset, overrides, resume, settings or {})
     tcfg = TrainConfig.from_dict(spec["train"])
     dcfg = DiffusionConfig.from_dict(spec["diffusion"])
+    micro = distributed.micro_batch(tcfg.batch_size, world, tcfg.grad_accum)
     speakers = tuple(cache.speakers)
     frames_per_speaker = {s: sum(t.n_frames for t in cache.takes if t.meta["speaker"] == s) for s in speakers}
     gcfg = GeneratorConfig(
@@ -169,61 +193,83 @@ def train(
     if not resume:
         spec["data"] = {"root": str(cache.root), "hash": cache.data_hash, "takes": len(cache.takes),
                         "frames": int(sum(t.n_frames for t in cache.takes))}
-        write_text(run / RUN_CONFIG, json.dumps(spec, indent=1))
+        if leader:
+            write_text(run / RUN_CONFIG, json.dumps(spec, indent=1))
     elif spec.get("data", {}).get("hash") != cache.data_hash:
         raise CospeechError(f"{run}: was trained on other data than {cache.root}; resume with the same cache")
 
-    torch.manual_seed(tcfg.seed)  # weight init and dropout
-    model = build_denoiser(gcfg.denoiser).to(dev)
-    ema = Ema(model, tcfg.ema_decay)
-    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    data_gen = torch.Generator().manual_seed(tcfg.seed + 1)
-    noise_gen = torch.Generator(device=dev).manual_seed(tcfg.seed + 2)  # draws noise on the device
+    torch.manual_seed(tcfg.seed)  # weight init (the same on every rank), then dropout
+    net = build_denoiser(gcfg.denoiser).to(dev)
+    if rank:
+        torch.manual_seed(distributed.rank_seed(tcfg.seed, 0, rank))  # each rank its own dropout masks
+    ema = Ema(net, tcfg.ema_decay)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    data_gen = torch.Generator().manual_seed(tcfg.seed + 1)  # window draws: the same on every rank
+    noise_gen = torch.Generator(device=dev).manual_seed(distributed.rank_seed(tcfg.seed, 2, rank))  # noise on the device
     step, smooth, first_loss, elapsed = 0, None, None, 0.0
     if resume:
-        meta = _load_state(latest_checkpoint(run), model, ema, opt, data_gen, noise_gen)
+        ckpt = latest_checkpoint(run)
+        meta = _load_state(ckpt, net, ema, optimizer, data_gen, noise_gen, rank)
         step, smooth, first_loss = int(meta["step"]), meta["loss_smooth"], meta["first_loss"]
-        elapsed = _resume_log(run, step)
+        if leader:
+            elapsed = _resume_log(run, step)
+            if meta.get("world_size", 1) != world:
+                print(f"cospeech: resuming {ckpt.name}, written by {meta.get('world_size', 1)} process(es), on {world}",
+                      file=sys.stderr, flush=True)
+    model, opt = fabric.setup(net, optimizer)  # DDP across processes; autocast when the precision is mixed
 
     sampler = WindowSampler(cache, motion_norm, audio_norm, speakers, tcfg.window, tcfg.stride)
     scheduler = train_scheduler(dcfg)
     generator = MotionGenerator(gcfg, ema.model, motion_norm, audio_norm)
     from tqdm import tqdm
 
-    bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", disable=None if progress else True)
+    bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", disable=None if progress and leader else True)
     model.train()
     t0 = time.perf_counter() - elapsed
-    with open(run / METRICS, "a" if resume else "w") as log:  # a fresh run starts a fresh log
+    accum = tcfg.grad_accum
+    with open(run / METRICS, "a" if resume else "w") if leader else nullcontext() as log:  # fresh run, fresh log
         while step < tcfg.steps:
             lr = learning_rate(step, tcfg)
-            for group in opt.param_groups:
+            for group in optimizer.param_groups:
                 group["lr"] = lr
-            x0, cond, frames, channels = sampler.batch(tcfg.batch_size, data_gen, dev)
-            loss = training_loss(model, x0, cond, dcfg, scheduler, noise_gen, mask=frames, channel_mask=channels)
+            mine = distributed.shard(sampler.draw(tcfg.batch_size, data_gen), rank, world)  # this rank's windows
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+            total = torch.zeros((), device=dev)
+            for m in range(accum):
+                x0, cond, frames, channels = sampler.build(mine[m * micro : (m + 1) * micro], dev)
+                with fabric.no_backward_sync(model, enabled=m < accum - 1):  # gradients meet once per step
+                    loss = training_loss(model, x0, cond, dcfg, scheduler, noise_gen, mask=frames, channel_mask=channels)
+                    fabric.backward(loss / accum)
+                total += loss.detach()
+            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), tcfg.grad_clip)
             opt.step()
-            ema.update(model)
+            ema.update(net)
             step += 1
-            value = float(loss.detach())
+            mean = total / accum
+            value = float(fabric.all_reduce(mean, reduce_op="mean") if world > 1 else mean)
             if not math.isfinite(value):
                 raise CospeechError(f"training diverged at step {step} (loss {value}); lower --lr")
             first_loss = value if first_loss is None else first_loss
             smooth = value if smooth is None else 0.95 * smooth + 0.05 * value
             bar.update(1)
             bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{lr:.2e}")
-            if step % tcfg.log_every == 0 or step == tcfg.steps:
+            if leader and (step % tcfg.log_every == 0 or step == tcfg.steps):
                 log.write(json.dumps({"step": step, "loss": value, "loss_smooth": smooth, "lr": lr,
                                       "grad_norm": float(grad_norm), "time_s": time.perf_counter() - t0}) + "\n")
                 log.flush()
             if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
-                record = {"step": step, "loss_smooth": smooth, "first_loss": first_loss, "preset": spec["preset"],
-                          "data_hash": spec["data"]["hash"], "train": tcfg.to_dict()}
-                _save_checkpoint(run, step, generator, model, ema, opt, data_gen, noise_gen, record, tcfg.keep_checkpoints)
+                rng = {"noise": distributed.gather_states(fabric, noise_gen.get_state()),
+                       "torch": distributed.gather_states(fabric, torch.get_rng_state())}
+                if leader:
+                    record = {"step": step, "loss_smooth": smooth, "first_loss": first_loss, "preset": spec["preset"],
+                              "data_hash": spec["data"]["hash"], "train": tcfg.to_dict()}
+                    record.update(world_size=world, precision=str(fabric.strategy.precision.precision))
+                    _save_checkpoint(run, step, generator, net, ema, optimizer, data_gen, rng, record,
+                                     tcfg.keep_checkpoints)
     bar.close()
+    distributed.check_same_weights(fabric, net, step, lambda line: print(line, file=sys.stderr, flush=True))
     generator.denoiser.cpu()
-    generator.info = {"training": {"step": step, "loss_smooth": smooth}}
+    generator.info = {"training": {"step": step, "loss_smooth": smooth, "rank": rank, "world_size": world}}
     return generator
 
 
@@ -236,14 +282,14 @@ def latest_checkpoint(run: Path) -> Path:
 
 
 def _save_checkpoint(run: Path, step: int, generator: MotionGenerator, model, ema, opt,
-                     data_gen: torch.Generator, noise_gen: torch.Generator, record: dict, keep: int) -> None:
+                     data_gen: torch.Generator, rng: dict, record: dict, keep: int) -> None:
     root = run / "checkpoints"
     final = root / f"step-{step:08d}"
     tmp = root / f".step-{step:08d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        _write_checkpoint(tmp, generator, model, ema, opt, data_gen, noise_gen, step, record)
+        _write_checkpoint(tmp, generator, model, ema, opt, data_gen, rng, step, record)
     except BaseException:  # an error, Ctrl-C or SIGTERM: leave no half-written folder behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -254,8 +300,14 @@ def _save_checkpoint(run: Path, step: int, generator: MotionGenerator, model, em
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _rng_key(name: str, rank: int) -> str:
+    """A rank's generator state in `state.safetensors`: `rng.noise` for rank 0 (as in one process), `rng.noise.1`, ..."""
+    return f"rng.{name}" if rank == 0 else f"rng.{name}.{rank}"
+
+
 def _write_checkpoint(tmp: Path, generator: MotionGenerator, model, ema, opt, data_gen: torch.Generator,
-                      noise_gen: torch.Generator, step: int, record: dict) -> None:
+                      rng: dict, step: int, record: dict) -> None:
+    """rng: name ("noise", "torch") -> every rank's generator state."""
     generator.save(tmp, info={"training": record})
     tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
     opt_state = opt.state_dict()
@@ -263,8 +315,9 @@ def _write_checkpoint(tmp: Path, generator: MotionGenerator, model, ema, opt, da
         for name, value in st.items():
             tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).cpu()
     tensors["rng.data"] = data_gen.get_state()
-    tensors["rng.noise"] = noise_gen.get_state().cpu()
-    tensors["rng.torch"] = torch.get_rng_state()
+    for name, states in rng.items():
+        for rank, state in enumerate(states):
+            tensors[_rng_key(name, rank)] = state.cpu()
     tensors["ema.updates"] = torch.tensor([ema.updates])
     save_tensors(tensors, tmp / "state.safetensors")
     write_text(tmp / "state.json", json.dumps({"step": step, "param_groups": opt_state["param_groups"], **record}, indent=1))
@@ -272,8 +325,10 @@ def _write_checkpoint(tmp: Path, generator: MotionGenerator, model, ema, opt, da
         fsync_path(f)
 
 
-def _load_state(ckpt: Path, model, ema, opt, data_gen, noise_gen) -> dict:
-    """Restore the training state saved in `ckpt`; returns its `state.json` (step, loss_smooth, ...)."""
+def _load_state(ckpt: Path, model, ema, opt, data_gen, noise_gen, rank: int = 0) -> dict:
+    """Restore the training state saved in `ckpt` for process `rank`; returns its `state.json` (step,
+    loss_smooth, ...). A rank the checkpoint has no generator states for (a run resumed on more
+    processes than wrote it) keeps its freshly seeded ones."""
     meta = read_json(ckpt / "state.json", "training state")
     tensors = load_tensors(ckpt / "state.safetensors")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -287,6 +342,7 @@ def _load_state(ckpt: Path, model, ema, opt, data_gen, noise_gen) -> dict:
             state.setdefault(int(pid), {})[name] = v
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     data_gen.set_state(tensors["rng.data"])
-    noise_gen.set_state(tensors["rng.noise"])
-    torch.set_rng_state(tensors["rng.torch"])
+    if _rng_key("noise", rank) in tensors:
+        noise_gen.set_state(tensors[_rng_key("noise", rank)])
+        torch.set_rng_state(tensors[_rng_key("torch", rank)])
     return meta

@@ -39,6 +39,7 @@ class TrainConfig:
     window: int | None = None  # frames per training window; None = the cache's
     stride: int | None = None  # frames between window starts; None = the cache's
     overlap: int | None = None  # frames shared by windows at generation; None = window // 4
+    grad_accum: int = 1  # forward/backward passes per optimiser step; the batch (global) is split over them
 
     def to_dict(self) -> dict:
         return asdict(self)
