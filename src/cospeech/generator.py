@@ -231,7 +231,8 @@ class MotionGenerator:
 
     @torch.no_grad()
     def sample_features(self, audio: np.ndarray, options: SampleOptions | None = None,
-                        keyframes: dict[int, SmplxMotion] | None = None, **kw) -> np.ndarray:
+                        keyframes: dict[int, SmplxMotion] | None = None,
+                        on_step: Callable[[int, int], None] | None = None, **kw) -> np.ndarray:
         """Normalised audio features (T, C) -> denormalised motion features (T, D), float32.
 
         Up to `SEGMENT_WINDOWS` overlapping windows are denoised together and fused every step.
@@ -241,6 +242,8 @@ class MotionGenerator:
         (`Outpainter` with the model's window, overlap and `default_lookahead`). keyframes: poses the
         motion passes through exactly (`keyframe_targets`), imposed the same way. keyword
         arguments: `SampleOptions` fields (seed, speaker, steps, sampler, guidance, device, dtype).
+        on_step: called as on_step(done, total) after each denoising step of each segment (the
+        fused joiner; a progress bar for long speech), total = segments × (steps + 1), more with resampling.
         """
         opts = SampleOptions.of(options, **kw)
         self.check_options(opts)
@@ -252,12 +255,13 @@ class MotionGenerator:
             painter.feed(audio_t)
             out = painter.run(final=True)
         else:
-            out = self._sample_fused(audio_t, opts, key_frames, key_values, key_weight)
+            out = self._sample_fused(audio_t, opts, key_frames, key_values, key_weight, on_step)
         out *= self.motion_norm.std  # denormalised in place: for long speech the largest array alive
         out += self.motion_norm.mean
         return out
 
-    def _sample_fused(self, audio_t: torch.Tensor, opts: SampleOptions, key_frames, key_values, key_weight):
+    def _sample_fused(self, audio_t: torch.Tensor, opts: SampleOptions, key_frames, key_values, key_weight,
+                      on_step: Callable[[int, int], None] | None = None):
         """Normalised audio (T, C) -> normalised motion (T, D), `SEGMENT_WINDOWS` fused windows at a time."""
         device, dtype = resolve_device(opts.device), DTYPES[opts.dtype]
         net = self.denoiser.to(device=device, dtype=dtype)
@@ -267,6 +271,15 @@ class MotionGenerator:
         seg_len = window + (SEGMENT_WINDOWS - 1) * stride
         spk = self.speaker_index(opts.speaker)
         out = np.empty((total, self.cfg.spec.dim), dtype=np.float32)
+        tick = None
+        if on_step is not None:
+            steps = opts.steps or self.cfg.diffusion.sample_steps
+            ticks = _count_segments(total, seg_len, self.cfg.overlap) * _handovers(steps, opts.jump_length, opts.jump_count)
+            done = iter(range(1, ticks + 1))
+
+            def tick() -> None:
+                on_step(next(done, ticks), ticks)
+
         start, keep = 0, 0
         while True:
             stop = min(start + seg_len, total)
@@ -275,7 +288,7 @@ class MotionGenerator:
             fixed = (np.concatenate([np.arange(keep), key_frames[inside] - start]),
                      np.concatenate([out[start:start + keep], key_values[inside]]),
                      np.concatenate([np.ones((keep, out.shape[1]), np.float32), key_weight[inside]]))
-            seg = self._sample_segment(net, audio_t[start:stop], spk, fixed, opts, generator, device, dtype)
+            seg = self._sample_segment(net, audio_t[start:stop], spk, fixed, opts, generator, device, dtype, tick)
             out[start:stop] = seg.numpy()
             if stop == total:
                 break
@@ -284,7 +297,7 @@ class MotionGenerator:
         return out
 
     def _sample_segment(self, net, audio: torch.Tensor, speaker: int, fixed, opts: SampleOptions,
-                        generator: torch.Generator, device, dtype) -> torch.Tensor:
+                        generator: torch.Generator, device, dtype, tick: Callable[[], None] | None = None) -> torch.Tensor:
         """Audio (T, C) -> normalised motion (T, D) on the CPU. fixed: (frames (K,), values
         (K, D), weights (K, D)): at every noise level those channels are moved to their values
         (noised to that level) by their weight, 1 = held exactly."""
@@ -304,24 +317,38 @@ class MotionGenerator:
                 seq[frames] = torch.lerp(seq[frames], target, weight)
                 return fuser.split(seq).to(device, dtype)
 
+        project = None if hook else _OnCpu(fuser)
+        if tick is not None:  # counts the points where the sampler hands over x: the noise, then each step
+            inner_hook, inner_project = hook, project
+            if inner_hook is not None:
+                def hook(x: torch.Tensor, t: int, i: int) -> torch.Tensor:
+                    x = inner_hook(x, t, i)
+                    tick()
+                    return x
+            else:
+                def project(x: torch.Tensor) -> torch.Tensor:
+                    x = inner_project(x)
+                    tick()
+                    return x
         x = sample(
             net, Condition(windows, spk), tuple(noise.shape), self.cfg.diffusion, generator,
             steps=opts.steps, sampler=opts.sampler, guidance=opts.guidance,
-            project=None if hook else _OnCpu(fuser), noise=noise, hook=hook,
+            project=project, noise=noise, hook=hook,
             jump_length=opts.jump_length, jump_count=opts.jump_count,
         )
         return fuser.merge(x.float().cpu())
 
     def generate(self, wave: np.ndarray, sample_rate: int, options: SampleOptions | None = None,
                  checked: bool = False, keyframes: dict[int, SmplxMotion] | None = None,
-                 on_phase: Callable[[str], None] | None = None, **kw) -> SmplxMotion:
+                 on_phase: Callable[[str], None] | None = None, on_step: Callable[[int, int], None] | None = None,
+                 **kw) -> SmplxMotion:
         """Speech (N,) float at `sample_rate` -> motion of round(duration × fps) frames.
 
         options / keyword arguments: see `SampleOptions` (e.g. `generate(wave, sr, seed=0)`).
         checked: the speech was already validated (`load_audio` does). keyframes: frame ->
         pose the motion passes through (see `keyframe_targets`). The `foppas` joiner reads the
         causal beat flag, as a stream does. on_phase: called with the name of each phase as it
-        ends, "features", "sampling", "decode" (to time them). A result that is not finite
+        ends, "features", "sampling", "decode" (to time them). on_step: see `sample_features`. A result that is not finite
         everywhere is an error, never returned.
         """
         phase = on_phase or (lambda name: None)
@@ -329,7 +356,7 @@ class MotionGenerator:
         self.check_options(opts)
         audio = self.audio_features(wave, sample_rate, checked, causal=opts.joiner == "foppas")
         phase("features")
-        feats = self.sample_features(audio, opts, keyframes)
+        feats = self.sample_features(audio, opts, keyframes, on_step=on_step)
         if not np.isfinite(feats).all():
             raise CospeechError("the model produced non-finite motion (NaN or infinity); "
                                 "nothing was written — check the options and the model's weights")
@@ -507,6 +534,22 @@ class Outpainter:
                    guidance=self.opts.guidance, noise=noise[None].to(device, dtype), hook=hook,
                    jump_length=self.opts.jump_length, jump_count=self.opts.jump_count)
         return x[0].float().cpu().numpy()
+
+
+def _handovers(steps: int, jump_length: int, jump_count: int) -> int:
+    """How often `diffusion.sample` hands x to its hooks: the noise, each step, and with resampling
+    each of the (steps - 1) // jump_length jump points `jump_count` times: the renoised x and the
+    `jump_length` steps run again."""
+    return 1 + steps + (steps - 1) // jump_length * jump_count * (1 + jump_length)
+
+
+def _count_segments(total: int, seg_len: int, overlap: int) -> int:
+    """How many segments `_sample_fused` samples for `total` frames (its loop, without the sampling)."""
+    start, n = 0, 1
+    while min(start + seg_len, total) != total:
+        stop = start + seg_len
+        start, n = stop - min(overlap, stop - start), n + 1
+    return n
 
 
 class _OnCpu:

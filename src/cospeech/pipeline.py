@@ -92,11 +92,38 @@ def read_keyframes(path: str | Path) -> dict[int, SmplxMotion]:
     return out
 
 
+PROGRESS_AFTER_S = 30.0  # speech longer than this gets a progress bar in generate_files
+
+
+class _StepBar:
+    """A tqdm bar on stderr driven by `MotionGenerator.generate(on_step=...)`; off when `show` is false
+    or stderr is not a terminal."""
+
+    def __init__(self, name: str, show: bool):
+        self.name, self.show, self.bar = name, show, None
+
+    def on_step(self, done: int, total: int) -> None:
+        if not self.show:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.name, unit="step", leave=False, disable=None)
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> "_StepBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def generate_files(
     model: MotionGenerator | str | Path | None, inputs, out_dir: str | Path,
     formats: tuple[str, ...] | str = DEFAULT_FORMATS, options: SampleOptions | None = None,
     log: Callable[[str], None] = print, error: Callable[[str], None] | None = None,
-    keyframes: dict[int, SmplxMotion] | None = None,
+    keyframes: dict[int, SmplxMotion] | None = None, progress: bool = False,
 ) -> GenerateReport:
     """Generate motion for each speech file into `out_dir` as <stem>.<format>.
 
@@ -105,6 +132,8 @@ def generate_files(
     bad options, colliding names, an output path that is a file) raise before any work; a
     problem with one input is reported through `error` and in the returned report.
     keyframes: frame -> pose every input's motion passes through (see `read_keyframes`).
+    progress: a bar of the denoising steps on stderr for speech longer than `PROGRESS_AFTER_S`
+    (when stderr is a terminal).
     """
     inputs = [Path(p) for p in inputs]
     formats = parse_formats(formats)
@@ -122,7 +151,8 @@ def generate_files(
         try:
             t0 = time.perf_counter()
             wave = load_audio(path, sr)
-            motion = gen.generate(wave, sr, options, checked=True, keyframes=keyframes)
+            with _StepBar(path.name, progress and len(wave) / sr > PROGRESS_AFTER_S) as bar:
+                motion = gen.generate(wave, sr, options, checked=True, keyframes=keyframes, on_step=bar.on_step)
             t_gen = time.perf_counter() - t0
             written = export(motion, formats, out, path.stem, audio=(wave, sr), title=path.stem)
         except CospeechError as err:

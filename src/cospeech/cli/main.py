@@ -21,6 +21,60 @@ def example_speech() -> Path:
     return Path(str(resources.files("cospeech") / "assets" / EXAMPLE_SPEECH))
 
 
+# What each command reads and writes: its `--help` text and the README's section of the command.
+ABOUT: dict[str, tuple[str, str, str]] = {  # command -> (what it does, reads, writes)
+    "generate": ("Turn speech into holistic 3D motion (body, hands, face) with a diffusion model.",
+                 "speech files (wav, flac, ogg, mp3); the model (-m, default: the bundled one); optional pose and "
+                 "keyframe npz files",
+                 "OUT/<stem>.<format> per input for each of --formats (npz, bvh, mp4 preview, glb, ARKit curves...); "
+                 "a line per input on stdout"),
+    "prepare": ("Turn a dataset folder in a published layout into a feature cache for training.",
+                "SRC in the named layout (motion + speech files; a split csv when given)",
+                "OUT/index.json, OUT/takes/<key>.npz (motion features, mask, speech onsets), "
+                "OUT/streams/<stream>/<key>.npy (speech features); files already there are kept"),
+    "train": ("Train a model on a feature cache, on one CPU or GPU, several GPUs or several machines.",
+              "the cache's train split (--data, memory-mapped); with --resume the run's latest checkpoint",
+              "OUT/run.json (settings, data), OUT/metrics.jsonl (loss, lr, gradient norm, time), "
+              "OUT/checkpoints/step-N/ (model.safetensors + model.json, loadable with -m OUT; state.* to resume); "
+              "only the first process writes"),
+    "evaluate": ("Score a model against the real motion and controls (FGD, FED, FMD, BeatAlign, jerk, face error).",
+                 "the model (RUN), the cache (--data), the evaluator (default: the bundled one)",
+                 "the table on stdout; the report with its protocol to --json; with --folds, OUT/ holds each "
+                 "fold's run and report.json"),
+    "train-evaluator": ("Train the motion auto-encoder whose features FGD, FED and FMD compare.",
+                        "the cache's train split (--data)",
+                        "OUT/evaluator.safetensors + OUT/evaluator.json"),
+    "benchmark": ("Measure time and memory: backbones against sequence length, the command line, a training step "
+                  "or streaming.",
+                  "nothing but the options (the bundled model and sample; --train-data, --speech, --reference "
+                  "when given)",
+                  "JSON on stdout (and to --json), a table on stderr"),
+    "export": ("Convert a motion file to another format.",
+               "MOTION: an SMPL-X npz, a BVH or a Live Link Face CSV",
+               "one file: -o, or <stem><suffix> beside the input"),
+    "serve": ("Serve the model over WebSockets (speech in, motion frames out) with a browser viewer.",
+              "the model (-m); speech from clients",
+              "nothing on disk; motion frames to clients, a line per event on stderr"),
+    "retarget": ("Move SMPL-X motion onto another BVH skeleton (BEAT's, Mixamo-named rigs).",
+                 "MOTION (SMPL-X npz or BVH) and the rig's BVH (--to)",
+                 "the BVH -o, on the rig's skeleton"),
+    "info": ("Describe a model: configuration, training data, metrics and licence.",
+             "MODEL (a model folder, model.safetensors or training run; default: the bundled model)",
+             "the description on stdout"),
+}
+
+
+def _about(command: str) -> dict:
+    """add_parser keywords: the one-line help and a description that says what the command reads and writes."""
+    import textwrap
+
+    what, reads, writes = ABOUT[command]
+    lines = [textwrap.fill(f"{label:<8}{text}", 100, subsequent_indent=" " * 8)
+             for label, text in (("reads:", reads), ("writes:", writes))]
+    return {"description": textwrap.fill(what, 100) + "\n\n" + "\n".join(lines),
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
 # -- generate ------------------------------------------------------------------------------
 def _generate(args) -> int:
     from ..generator import SampleOptions
@@ -39,7 +93,8 @@ def _generate(args) -> int:
         if pose:
             keyframes[frame] = read_pose(pose)
     report = generate_files(args.model, inputs, args.out, args.formats, options,
-                            error=lambda msg: print(f"cospeech: error: {msg}", file=sys.stderr), keyframes=keyframes)
+                            error=lambda msg: print(f"cospeech: error: {msg}", file=sys.stderr), keyframes=keyframes,
+                            progress=not args.quiet)
     return 0 if report.ok else 1
 
 
@@ -48,7 +103,7 @@ def _prepare(args) -> int:
     from ..data import prepare
 
     index = prepare(args.layout, args.src, args.out, window=args.window, stride=args.stride, split_file=args.split_file,
-                    fps=args.fps, source_fps=args.source_fps)
+                    fps=args.fps, source_fps=args.source_fps, progress=not args.quiet)
     takes = index["takes"]
     frames = sum(t["frames"] for t in takes)
     splits = {s: sum(t["split"] == s for t in takes) for s in ("train", "val", "test")}
@@ -77,7 +132,8 @@ def _train_evaluator(args) -> int:
     from ..data import load_cache
     from ..metrics.evaluator import train_evaluator
 
-    ev = train_evaluator(load_cache(args.data, split="train"), args.out, steps=args.steps, window=args.window, seed=args.seed)
+    ev = train_evaluator(load_cache(args.data, split="train"), args.out, steps=args.steps, window=args.window, seed=args.seed,
+                         progress=not args.quiet)
     print(f"{args.out}: evaluator sha256 {ev.hash} (loss {ev.info['loss_first']:.3f} -> {ev.info['loss_last']:.4f})")
     return 0
 
@@ -102,7 +158,7 @@ def _evaluate(args) -> int:
     model = load_model(model_path)
     evaluator = MotionEvaluator.load(args.evaluator or bundled_evaluator_path())
     report = evaluate(model, load_cache(args.data), evaluator, split=args.split or "test", samples=args.samples,
-                      seed=args.seed, steps=args.steps, model_path=model_path, device=args.device)
+                      seed=args.seed, steps=args.steps, model_path=model_path, device=args.device, progress=not args.quiet)
     print(format_table(report))
     if args.json:
         write_report(report, args.json)
@@ -134,7 +190,7 @@ def _evaluate_folds(args) -> int:
                       guard_s=args.guard if args.guard is not None else 2.0, samples=args.samples, seed=args.seed,
                       sample_steps=args.steps)
     evaluator = MotionEvaluator.load(args.evaluator or bundled_evaluator_path())
-    report = run_folds(load_cache(args.data), args.out, cfg, evaluator, device=args.device,
+    report = run_folds(load_cache(args.data), args.out, cfg, evaluator, device=args.device, progress=not args.quiet,
                        log=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_folds(report))
     if args.json:
@@ -144,21 +200,11 @@ def _evaluate_folds(args) -> int:
 
 
 def _info(args) -> int:
-    from ..generator import load_model, resolve_model_path
+    from ..model_info import describe_model, format_info
 
-    gen = load_model(args.model)
-    cfg = gen.cfg
-    n = sum(p.numel() for p in gen.denoiser.parameters())
-    print(f"model: {resolve_model_path(args.model)}")
-    den = cfg.denoiser
-    print(f"backbone: {den.backbone}, width {den.width}, depth {den.depth}, {n / 1e6:.2f} M parameters")
-    print(f"motion: {cfg.spec.dim} channels ({', '.join(cfg.spec.names)}), {cfg.fps:g} fps, window {cfg.window}")
-    dif = cfg.diffusion
-    print(f"diffusion: predicts {dif.prediction}, {dif.sampler} {dif.sample_steps} steps, guidance {dif.guidance}")
-    print(f"speakers: {', '.join(cfg.speakers)} (default {cfg.default_speaker})")
-    training = gen.info.get("training", {})
-    if training:
-        print(f"training: step {training.get('step')}, loss {training.get('loss_smooth')}")
+    if args.model and args.model_option and args.model != args.model_option:
+        raise CospeechError(f"info: two models named ({args.model}, -m {args.model_option}); name one")
+    print(format_info(describe_model(args.model or args.model_option)))
     return 0
 
 
@@ -306,7 +352,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cospeech {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    g = sub.add_parser("generate", help="speech files -> motion (.npz, .bvh) and a preview (.mp4)")
+    g = sub.add_parser("generate", **_about("generate"),
+                       help="speech files -> motion (.npz, .bvh) and a preview (.mp4)")
     if want("generate"):
         from ..diffusion import SAMPLERS
         from ..export import DEFAULT_FORMATS, EXPORTERS
@@ -337,9 +384,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         g.add_argument("--keyframes", metavar="FILE", default=None,
                        help='JSON {"FRAME": "pose.npz[:FRAME]", ...}: poses to pass through (negative FRAME counts from the end)')
         g.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="network precision (default: float32)")
+        g.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress bar (shown on a terminal for speech over 30 s)")
     g.set_defaults(func=_generate)
 
-    p = sub.add_parser("prepare", help="a dataset folder -> a feature cache for training")
+    p = sub.add_parser("prepare", **_about("prepare"),
+                       help="a dataset folder -> a feature cache for training")
     if want("prepare"):
         from ..data import ADAPTERS
         p.add_argument("layout", choices=sorted(ADAPTERS), help="the dataset's published layout")
@@ -353,9 +403,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                             "(default: the cache's, else 30)")
         p.add_argument("--source-fps", type=float, default=None,
                        help="the motion files' real frame rate, where their headers state a wrong one")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (shown only on a terminal)")
     p.set_defaults(func=_prepare)
 
-    t = sub.add_parser("train", help="train a model on a feature cache")
+    t = sub.add_parser("train", **_about("train"),
+                       help="train a model on a feature cache")
     if want("train"):
         from ..models import BACKBONES
         from ..train import PRESETS
@@ -364,10 +416,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         t.add_argument("--preset", choices=sorted(PRESETS), default="default",
                        help="configuration (default: the bundled model's)")
         t.add_argument("--backbone", choices=sorted(BACKBONES), default=None, help="override the preset's backbone")
-        t.add_argument("--steps", type=int, default=None)
-        t.add_argument("--batch-size", type=int, default=None)
-        t.add_argument("--lr", type=float, default=None)
-        t.add_argument("--seed", type=int, default=None)
+        t.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's)")
+        t.add_argument("--batch-size", type=int, default=None,
+                       help="windows per optimiser step, over all processes and accumulation passes (default: the preset's)")
+        t.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+        t.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's, 0)")
         t.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
         t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
         t.add_argument("--devices", type=int, default=None, metavar="N",
@@ -384,8 +437,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="metric table with controls, under a recorded protocol",
-                       description="Evaluate one model (RUN), or with --folds K train and evaluate a model per fold "
-                                   "of the cache (every frame held out once) and report mean and 95%% interval over folds.")
+                       description=_about("evaluate")["description"].replace("%", "%%")
+                       + "\n\nEvaluate one model (RUN), or with --folds K train and evaluate a model per fold of the cache "
+                       "(every frame held out once) and report mean and 95%% interval over folds.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("run", nargs="?", default=None,
                    help="model folder, model.safetensors or training run; 'bundled' for the default model (not with --folds)")
     e.add_argument("--data", required=True, help="cache folder from `cospeech prepare`")
@@ -396,6 +451,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--evaluator", default=None, help="evaluator folder (default: the bundled one)")
     e.add_argument("--json", default=None, help="write the report (results + protocol) here")
     e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar (shown only on a terminal)")
     f = e.add_argument_group("folds", "train a model per fold and evaluate its held-out part")
     f.add_argument("--folds", type=int, default=None, metavar="K",
                    help="K folds over the cache's held-out parts (short takes whole, long takes in segments)")
@@ -412,15 +468,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="seconds left out of training either side of a held-out part (default 2)")
     e.set_defaults(func=_evaluate)
 
-    te = sub.add_parser("train-evaluator", help="train the motion auto-encoder behind FGD/FED/FMD")
+    te = sub.add_parser("train-evaluator", **_about("train-evaluator"),
+                        help="train the motion auto-encoder behind FGD/FED/FMD")
     te.add_argument("--data", required=True, help="cache folder (its train split is used)")
     te.add_argument("-o", "--out", required=True, help="evaluator folder")
     te.add_argument("--steps", type=int, default=3000)
     te.add_argument("--window", type=int, default=32, help="frames per evaluated window (multiple of 4)")
     te.add_argument("--seed", type=int, default=0)
+    te.add_argument("-q", "--quiet", action="store_true", help="no progress bar (shown only on a terminal)")
     te.set_defaults(func=_train_evaluator)
 
-    b = sub.add_parser("benchmark", help="time and peak memory of training and inference vs sequence length; "
+    b = sub.add_parser("benchmark", **_about("benchmark"),
+                       help="time and peak memory of training and inference vs sequence length; "
                                          "--cli: where the time of `cospeech generate` goes; --train-profile: of a training step")
     what = b.add_mutually_exclusive_group()
     what.add_argument("--cli", action="store_true",
@@ -470,7 +529,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                          "(what it takes on a core of its own, on a machine busy with other work)")
     b.set_defaults(func=_benchmark)
 
-    x = sub.add_parser("export", help="a motion file (npz, BVH, Live Link CSV) -> another format (glb, ARKit curves, ...)")
+    x = sub.add_parser("export", **_about("export"),
+                       help="a motion file (npz, BVH, Live Link CSV) -> another format (glb, ARKit curves, ...)")
     if want("export"):
         from ..export import EXPORTERS
         from ..export.convert import READERS
@@ -483,7 +543,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                        help="the real frame rate of a BVH or CSV whose header says otherwise")
     x.set_defaults(func=_export)
 
-    s = sub.add_parser("serve", help="WebSocket streaming server (speech in, motion frames out) and a browser viewer")
+    s = sub.add_parser("serve", **_about("serve"),
+                       help="WebSocket streaming server (speech in, motion frames out) and a browser viewer")
     s.add_argument("-m", "--model", default=None, help="model folder, model.safetensors or training run (default: bundled)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
     s.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s; 0 picks a free one)")
@@ -503,15 +564,19 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     s.set_defaults(func=_serve)
 
-    r = sub.add_parser("retarget", help="SMPL-X motion -> a BVH on another skeleton (BEAT's, Mixamo-named rigs)")
+    r = sub.add_parser("retarget", **_about("retarget"),
+                       help="SMPL-X motion -> a BVH on another skeleton (BEAT's, Mixamo-named rigs)")
     r.add_argument("motion", help="SMPL-X motion: .npz or a BVH with SMPL-X joint names")
     r.add_argument("--to", required=True, metavar="RIG.bvh", help="a BVH whose skeleton (hierarchy, offsets, unit) to use")
     r.add_argument("-o", "--out", required=True, help="the BVH to write")
     r.add_argument("--fps", type=float, default=None, help="the real frame rate of a motion BVH whose header says otherwise")
     r.set_defaults(func=_retarget)
 
-    i = sub.add_parser("info", help="describe a model")
-    i.add_argument("-m", "--model", default=None, help="default: the bundled model")
+    i = sub.add_parser("info", **_about("info"),
+                       help="describe a model")
+    i.add_argument("model", nargs="?", default=None,
+                   help="model folder, model.safetensors or training run (default: the bundled model)")
+    i.add_argument("-m", "--model", dest="model_option", default=None, help="the same, as an option")
     i.set_defaults(func=_info)
     return parser
 
