@@ -85,10 +85,12 @@ def replicated_layout(beat2: Path, out: Path, copies: int) -> Path:
     return out
 
 
-def replicated_cache(cache: Path, out: Path, copies: int) -> tuple[Path, int]:
-    """`cache` with its takes listed `copies` times under new ids and keys, files hard-linked;
-    returns the folder and the bytes its takes would hold as copies."""
+def replicated_cache(cache: Path, out: Path, copies: int, dataset: str | None = None) -> tuple[Path, int]:
+    """`cache` with its takes (of `dataset` only, when given) listed `copies` times under new ids and
+    keys, files hard-linked; returns the folder and the bytes its takes would hold as copies."""
     index = json.loads((cache / "index.json").read_text())
+    if dataset:
+        index["takes"] = [e for e in index["takes"] if e["dataset"] == dataset]
     (out / "takes").mkdir(parents=True)
     takes, size = [], 0
     for i in range(copies):
@@ -124,11 +126,14 @@ def main() -> None:
     parser.add_argument("--train", default="1,8,64", help="replications of the shared cache to train on, memory-mapped")
     parser.add_argument("--read", default="1,8,64", help="replications to train on read into memory (mmap=False)")
     parser.add_argument("--steps", type=int, default=20, help="training steps per run (tiny preset)")
+    parser.add_argument("--dataset", default=None,
+                        help="replicate only this dataset's takes for --train/--read (beat2: its 62 s take, "
+                             "3400 copies = 60 h in 6800 files, as many as BEAT2's own takes need)")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
     data = Path(args.data)
     work = Path(args.work or tempfile.mkdtemp(prefix="cospeech-cache-memory-"))
-    report: dict = {"steps": args.steps, "prepare": [], "train": [], "read": []}
+    report: dict = {"steps": args.steps, "dataset": args.dataset, "prepare": [], "train": [], "read": []}
     try:
         for copies in numbers(args.prepare):
             src = replicated_layout(data / "beat2", work / f"layout{copies}", copies)
@@ -145,7 +150,7 @@ def main() -> None:
             prepare("show", data / "show", base, window=60, progress=False)
         for mode in ("train", "read"):
             for copies in numbers(getattr(args, mode)):
-                cache, size = replicated_cache(base, work / f"{mode}{copies}", copies)
+                cache, size = replicated_cache(base, work / f"{mode}{copies}", copies, args.dataset)
                 row = child(mode, cache, work / f"run-{mode}{copies}", args.steps)
                 row.update(copies=copies, hours=row["frames"] / 30 / 3600, cache_mib=size / 2**20)
                 report[mode].append(row)

@@ -143,3 +143,29 @@ def test_memory_mapped_cache_reads_and_trains_as_read(cache_dir, tmp_path):
     runs = [train(c, tmp_path / name, preset="tiny", steps=2, progress=False)
             for c, name in ((mapped, "mapped"), (read, "read"))]
     assert_weights_close(runs[1].denoiser.state_dict(), runs[0].denoiser.state_dict(), atol=0)
+
+
+def test_takes_past_the_open_file_limit_are_read(cache_dir, monkeypatch):
+    from cospeech.data import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "_mappable", lambda wanted: 5)  # room for two takes of two files each
+    with pytest.warns(UserWarning, match="5 of 7 takes read into memory"):
+        cache = load_cache(cache_dir)
+    assert [isinstance(t.motion, np.memmap) for t in cache.takes] == [True] * 2 + [False] * 5
+    for a, b in zip(cache.takes, load_cache(cache_dir, mmap=False).takes):
+        np.testing.assert_array_equal(a.audio, b.audio)
+
+
+def test_mapping_raises_the_soft_open_file_limit():
+    resource = pytest.importorskip("resource")
+    from cospeech.data.cache import OPEN_FILES_SPARE, _mappable
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4000:
+        pytest.skip(f"hard limit on open files {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (300, hard))
+    try:
+        assert _mappable(2000) == 2000
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 2000 + OPEN_FILES_SPARE
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

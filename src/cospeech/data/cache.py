@@ -383,6 +383,30 @@ def _npz_memmap(path: Path, name: str) -> np.ndarray | None:
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
+OPEN_FILES_SPARE = 512  # file descriptors load_cache leaves for everything else (sockets, logs, other files)
+
+
+def _mappable(wanted: int) -> int:
+    """How many of `wanted` files may stay memory-mapped. Each mapping holds a file descriptor, so
+    the soft limit on open files is raised toward the hard limit as needed (a BEAT2-sized cache maps
+    thousands of files; the usual soft limit is 1024); files beyond what that allows are read."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system: no such limit to mind
+        return wanted
+    fds = Path("/proc/self/fd")
+    need = wanted + OPEN_FILES_SPARE + (len(list(fds.iterdir())) if fds.is_dir() else 64)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return wanted if soft == resource.RLIM_INFINITY else max(0, min(wanted, wanted + soft - need))
+
+
 def load_cache(path: str | Path, split: str | None = None,
                exclude: Mapping[str, Iterable[tuple[int, int]]] | None = None, mmap: bool = True) -> FeatureCache:
     """Load `index.json` and the takes of one split (all takes when split is None), each with
@@ -391,7 +415,9 @@ def load_cache(path: str | Path, split: str | None = None,
 
     mmap: the motion features and the feature streams are memory-mapped read-only from their files
     rather than read, so a cache larger than memory trains: only the windows a batch reads are
-    paged in, and the page cache may drop them again (the small masks and onsets are read).
+    paged in, and the page cache may drop them again (the small masks and onsets are read). Every
+    mapped file holds a file descriptor: the soft limit on open files is raised toward the hard one,
+    and takes past what it allows are read (with a warning).
     """
     root = Path(path)
     if not root.is_dir():
@@ -404,10 +430,15 @@ def load_cache(path: str | Path, split: str | None = None,
         raise CospeechError(f"{root}: cache version {version} ≠ {CACHE_VERSION}; prepare it again")
     audio_cfg = AudioFeatureConfig.from_dict(index["audio"])
     records = index["streams"] if version >= 4 else {AUDIO: describe(SpeechFeatures(audio_cfg))}
+    chosen = [e for e in index["takes"] if split is None or e["split"] == split]
+    per_take = 1 + (len(records) if version >= 4 else 0)
+    budget = _mappable(len(chosen) * per_take) if mmap else 0
+    read = 0
     takes = []
-    for e in index["takes"]:
-        if split is not None and e["split"] != split:
-            continue
+    for e in chosen:
+        mapped = mmap and budget >= per_take
+        budget -= per_take if mapped else 0
+        read += mmap and not mapped
         files = [root / "takes" / f"{e['key']}.npz"]
         if version >= 4:
             files += [_stream_path(root, rec["key"], e["key"]) for rec in records.values()]
@@ -416,14 +447,17 @@ def load_cache(path: str | Path, split: str | None = None,
                 raise CospeechError(f"{f}: missing from the cache; run `cospeech prepare` again")
         with np.load(files[0], allow_pickle=False) as d:
             mask, onsets = d["mask"], d["onsets"]
-            motion = _npz_memmap(files[0], "motion") if mmap else None
+            motion = _npz_memmap(files[0], "motion") if mapped else None
             motion = d["motion"] if motion is None else motion
             streams = {AUDIO: d["audio"]} if version == 3 else {}
         for name, f in zip(records, files[1:]):
-            streams[name] = np.load(f, allow_pickle=False, mmap_mode="r" if mmap else None)
+            streams[name] = np.load(f, allow_pickle=False, mmap_mode="r" if mapped else None)
         takes.append(CachedTake(e, motion, streams.pop(AUDIO), mask, onsets, streams))
     if not takes:
         raise CospeechError(f"{root}: no takes" + (f" in split {split!r}" if split else ""))
+    if read:
+        warnings.warn(f"{root}: {read} of {len(takes)} takes read into memory rather than mapped: the limit on open "
+                      "files allows no more mappings (raise it with `ulimit -n`)")
     cache = FeatureCache(
         root, float(index["fps"]), audio_cfg, MotionSpec.from_dict(index["spec"]), int(index["window"]),
         int(index["stride"]), takes, records,
