@@ -2,6 +2,7 @@
 command's `--help` (what it reads and writes), and the progress of long generations."""
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,3 +70,9 @@ def test_long_generation_reports_each_step(model):
     model.sample_features(audio[:200], seed=3, steps=3, jump_length=1, jump_count=1,
                           on_step=lambda done, total: calls.append((done, total)))
     assert calls == [(i, 8) for i in range(1, 9)]  # 1 + 3 steps + 2 jumps × (renoise + 1 step again)
+
+
+def test_readme_documents_every_command():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [name for name in ABOUT if f"### `cospeech {name}`" not in readme]
+    assert not missing, f"README: no section for {missing}"
