@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from cospeech.cli.main import ABOUT, build_parser, main
-from cospeech.generator import SEGMENT_WINDOWS
 from cospeech.model_info import card_section, describe_model
 from cospeech.train import train
 
@@ -56,11 +55,14 @@ def test_every_command_says_what_it_reads_and_writes(capsys):
         assert "\nreads:  " in out and "\nwrites: " in out, name
 
 
-def test_long_generation_reports_each_step(model):
+def test_long_generation_reports_each_step(model, monkeypatch):
     """A generation over two segments calls on_step once per denoising step of each (and once for the
     starting noise), ending at its total, and gives the same motion as without the callback."""
+    from cospeech import generator
+
+    monkeypatch.setattr(generator, "SEGMENT_WINDOWS", 3)  # segments of 3 windows: speech of 10 s is "long"
     window, overlap = model.cfg.window, model.cfg.overlap
-    frames = window + (SEGMENT_WINDOWS - 1) * (window - overlap) + 200  # one segment and a bit
+    frames = window + (generator.SEGMENT_WINDOWS - 1) * (window - overlap) + 100  # one segment and a bit
     audio = np.random.default_rng(0).standard_normal((frames, model.cfg.audio.dim)).astype(np.float32)
     calls = []
     with_bar = model.sample_features(audio, seed=3, steps=1, on_step=lambda done, total: calls.append((done, total)))
