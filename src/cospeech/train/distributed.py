@@ -120,7 +120,7 @@ def weights_digest(module: torch.nn.Module) -> str:
     for name, value in module.state_dict().items():
         v = value.detach().cpu().contiguous()
         h.update(f"{name}:{v.dtype}:{tuple(v.shape)}".encode())
-        h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
     return h.hexdigest()
 
 
