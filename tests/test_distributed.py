@@ -113,6 +113,27 @@ def test_two_cpu_processes_hold_one_model_and_resume_in_one(cache_dir, tmp_path)
     assert 0 < moved < 0.05  # two more small steps from where the ranks stopped, not from scratch
 
 
+@pytest.mark.slow
+def test_one_process_run_resumes_on_two(cache_dir, tmp_path):
+    """The other direction: a run of one process continues on two, from its weights, its log continuing."""
+    run = tmp_path / "run"
+    train(cache_dir, run, preset="tiny", steps=2, progress=False, log_every=1)
+    before = raw_weights(latest_checkpoint(run))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
+           "MASTER_ADDR": "127.0.0.1"}
+    cmd = [sys.executable, "-m", "cospeech", "train", "--data", str(cache_dir), "-o", str(run), "--preset", "tiny",
+           "--steps", "4", "--devices", "2", "--resume", "-q"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "written by 1 process(es), on 2" in proc.stderr
+    digests = dict(re.findall(r"cospeech: rank (\d)/2: step 4, weights sha256 ([0-9a-f]{64})", proc.stderr))
+    assert len(digests) == 2 and len(set(digests.values())) == 1
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]  # the run keeps its settings (log_every 1)
+    after = raw_weights(latest_checkpoint(run))
+    assert 0 < max(float((after[k] - v).abs().max()) for k, v in before.items()) < 0.05
+
+
 def test_gradient_accumulation_takes_the_averaged_step(cache_dir, tmp_path):
     """batch 8 in 2 passes of 4: one step, the mean of the two passes' gradients (noise drawn in turn)."""
     run = tmp_path / "run"
