@@ -92,3 +92,47 @@ def test_glb_needs_a_body(tmp_path):
     with pytest.raises(CospeechError, match=r"no body \('body'\); glb export"):
         export(curves, ("glb",), tmp_path, "x")
     assert list(tmp_path.iterdir()) == []
+
+
+_BLENDER_SCRIPT = """
+import bpy, json, sys
+path, out, frames = sys.argv[sys.argv.index("--") + 1:][:3]
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.context.scene.render.fps = 30
+bpy.ops.import_scene.gltf(filepath=path)
+objs = {o.name: o for o in bpy.context.scene.objects}
+pos = {}
+for f in json.loads(frames):
+    bpy.context.scene.frame_set(f)
+    pos[f] = {name: list(o.matrix_world.translation) for name, o in objs.items()}
+json.dump({"types": sorted({o.type for o in objs.values()}), "pos": pos}, open(out, "w"))
+"""
+
+
+def test_blender_imports_the_glb_with_our_joint_positions(tmp_path, beat2_motion):
+    """Blender's own glTF importer (headless), where Blender is installed: the 55 joints come in
+    as a node tree, and at frames 0, 1, 150 and 299 every joint sits where the project's forward
+    kinematics puts it (glTF's y-up turned to Blender's z-up: (x, y, z) -> (x, -z, y))."""
+    import json
+    import shutil
+    import subprocess
+
+    from cospeech.motion import joint_positions
+
+    blender = shutil.which("blender")
+    if blender is None:
+        pytest.skip("Blender is not installed (the import check runs where it is)")
+    (path,) = export(beat2_motion, ("glb",), tmp_path, "take")
+    script, out, frames = tmp_path / "check.py", tmp_path / "out.json", [0, 1, 150, 299]
+    script.write_text(_BLENDER_SCRIPT)
+    proc = subprocess.run([blender, "-b", "--factory-startup", "--python", str(script), "--", str(path), str(out),
+                           json.dumps(frames)], capture_output=True, text=True, timeout=300)
+    if not out.exists():
+        pytest.skip(f"Blender could not run its glTF importer here: {proc.stderr.strip().splitlines()[-1:]}")
+    got = json.loads(out.read_text())
+    assert got["types"] == ["EMPTY"]
+    pos = joint_positions(beat2_motion.poses, beat2_motion.trans, smplx_skeleton())  # (T, 55, 3)
+    for f in frames:
+        theirs = np.array([got["pos"][str(f)][name] for name in SMPLX_JOINTS])  # (55, 3)
+        np.testing.assert_allclose(theirs, pos[f][:, [0, 2, 1]] * [1, -1, 1], atol=1e-5, err_msg=f"frame {f}")
+    assert np.abs(pos[299] - pos[0]).max() > 0.05  # the joints moved: the check is not passed by a still pose
