@@ -325,6 +325,15 @@ class FeatureCache:
                    for name, feats in take.streams.items()}
         return CachedTake(meta, take.motion[start:end], take.audio[start:end], take.mask, onsets, streams)
 
+    def with_parts(self, names) -> "FeatureCache":
+        """This cache with only the named motion parts (`MotionSpec.select`): each take's motion and
+        channel mask cut to their channels. A take holding none of them is left out."""
+        spec, cols = self.spec.select(names)
+        takes = [replace(t, motion=t.motion[:, cols], mask=t.mask[cols]) for t in self.takes if t.mask[cols].any()]
+        if not takes:
+            raise CospeechError(f"{self.root}: no take holds any of the parts {', '.join(spec.names)}")
+        return replace(self, spec=spec, takes=takes)
+
     def excluding(self, exclude: Mapping[str, Iterable[tuple[int, int]]]) -> "FeatureCache":
         """This cache without the frames [start, end) listed per take id (ranges may overlap):
         each take keeps the segments between them (`segment`); a take excluded whole is gone."""

@@ -44,6 +44,8 @@ class DenoiserConfig:
     audio_smooth: int = 0  # frames of a fixed Hann low-pass over the speech features (0 = none)
     mixer: dict = field(default_factory=dict)
     audio_stream: str = "audio"  # the Condition stream the input tokens read (see `grid_audio`)
+    motion_parts: dict = field(default_factory=dict)  # part name -> channels, in feature order (from the
+    # motion spec), for backbones that treat parts apart (DiffSHEG's face and gesture branches); {} = not given
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -7,12 +7,14 @@ from typing import Callable
 import torch.nn as nn
 
 from ..errors import CospeechError
-from . import mamba2, transformer
+from . import diffsheg, diffspeaker, mamba2, transformer
 from .denoiser import DenoiserConfig
 
 BACKBONES: dict[str, Callable[[DenoiserConfig], nn.Module]] = {
     "transformer": transformer.build,
     "mamba2": mamba2.build,
+    "diffspeaker": diffspeaker.build,
+    "diffsheg": diffsheg.build,
 }
 
 

@@ -66,6 +66,18 @@ class MotionSpec:
             start += p.dim
         return out
 
+    def select(self, names) -> tuple["MotionSpec", np.ndarray]:
+        """The spec of the named parts alone, in this spec's order, and their channels here (D',)
+        int64: what a model of some parts (a face-only one) reads from features of all of them."""
+        names = tuple(names)
+        missing = [n for n in names if n not in self.names]
+        if missing:
+            raise CospeechError(f"motion spec has no part(s) {', '.join(missing)}; it has {', '.join(self.names)}")
+        slices = self.slices()
+        parts = tuple(p for p in self.parts if p.name in names)
+        cols = np.concatenate([np.arange(slices[p.name].start, slices[p.name].stop) for p in parts])
+        return MotionSpec(parts), cols.astype(np.int64)
+
     def channel_mask(self, parts) -> np.ndarray:
         """(D,) bool: the loss mask of a take holding the named parts, each part's from its kind."""
         if not self.parts:

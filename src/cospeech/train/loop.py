@@ -120,7 +120,7 @@ def _resolve_run(run: Path, cache: FeatureCache, preset: str, overrides: dict, r
     if overrides.get("backbone"):
         den["backbone"] = overrides["backbone"]
     return {"preset": preset, "set": typed_settings(settings), "train": tcfg.to_dict(), "denoiser": den,
-            "diffusion": p.diffusion.to_dict()}
+            "diffusion": p.diffusion.to_dict(), "parts": None if p.parts is None else list(p.parts)}
 
 
 def _check_resume_overrides(run: Path, spec: dict, overrides: dict) -> None:
@@ -173,6 +173,8 @@ def train(
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     spec = _resolve_run(run, cache, preset, overrides, resume, settings or {})
+    if spec.get("parts"):  # a model of some parts (a face-only one) trains on their channels alone
+        cache = cache.with_parts(spec["parts"])
     tcfg = TrainConfig.from_dict(spec["train"])
     dcfg = DiffusionConfig.from_dict(spec["diffusion"])
     micro = distributed.micro_batch(tcfg.batch_size, world, tcfg.grad_accum)
@@ -184,8 +186,8 @@ def train(
         origin=tuple(np.mean([t.meta["origin"] for t in cache.takes if "root_vel" in t.meta["parts"]]
                              or [[0.0, 0.0, 0.0]], axis=0).tolist()),
         audio=cache.audio_cfg, spec=cache.spec,
-        denoiser=DenoiserConfig(motion_dim=cache.spec.dim, audio_dim=cache.audio_cfg.dim,
-                                n_speakers=len(speakers), **spec["denoiser"]),
+        denoiser=DenoiserConfig(motion_dim=cache.spec.dim, audio_dim=cache.audio_cfg.dim, n_speakers=len(speakers),
+                                motion_parts={q.name: q.dim for q in cache.spec.parts}, **spec["denoiser"]),
         diffusion=dcfg,
     )
     motion_norm = cache.spec.fit_normalizer([t.motion for t in cache.takes], [t.mask for t in cache.takes])

@@ -55,6 +55,8 @@ class Preset:
     denoiser: dict = field(default_factory=dict)  # DenoiserConfig fields besides the data sizes
     diffusion: DiffusionConfig = DiffusionConfig()
     train: TrainConfig = TrainConfig()
+    paper: str = ""  # the paper the preset follows, "" for our own
+    parts: tuple[str, ...] | None = None  # the motion parts the model generates (None: all the cache holds)
 
     def override(self, settings: Mapping[str, Any]) -> "Preset":
         """This preset with `section.field` settings replaced (sections: train, diffusion,
@@ -79,7 +81,7 @@ def _field_types(cls, skip=()) -> dict[str, str]:
 SETTABLE = {
     "train": _field_types(TrainConfig),
     "diffusion": _field_types(DiffusionConfig),
-    "denoiser": _field_types(DenoiserConfig, skip=("motion_dim", "audio_dim", "n_speakers")),
+    "denoiser": _field_types(DenoiserConfig, skip=("motion_dim", "audio_dim", "n_speakers", "motion_parts")),
 }
 
 
@@ -147,6 +149,47 @@ PRESETS: dict[str, Preset] = {
         denoiser=dict(backbone="transformer", width=64, depth=2, heads=4, dropout=0.0),
         diffusion=DiffusionConfig(prediction="sample", sample_steps=10, velocity_weight=1.0),
         train=TrainConfig(steps=300, batch_size=8, lr=1e-3, warmup=20, checkpoint_every=100, log_every=10, window=60),
+    ),
+    # DiffSpeaker (paper sizes: its VOCASET configuration). Face only: the model generates jaw and
+    # expression; the body of its output is the SMPL-X rest pose. Its speech encoder (wav2vec2 /
+    # HuBERT at 50 Hz) plugs in as an SSL stream; until then the cache's speech features.
+    "diffspeaker": Preset(
+        "face only (jaw + expression): biased conditional attention (style and step tokens prepended to self- and "
+        "cross-attention, each frame attends to its own speech only), width 512, 1 layer, x0-prediction, DDIM 50",
+        denoiser=dict(backbone="diffspeaker", width=512, depth=1, heads=4, mlp_ratio=2.0, dropout=0.1,
+                      mixer=dict(period=30, align_radius=0)),
+        diffusion=DiffusionConfig(prediction="sample", sample_steps=50, velocity_weight=1.0, cond_dropout=0.0),
+        train=TrainConfig(steps=5000, batch_size=32, lr=1e-4, window=150),
+        paper="DiffSpeaker (arXiv 2402.05712)", parts=("jaw", "expression"),
+    ),
+    "diffspeaker-tiny": Preset(
+        "diffspeaker for tests: width 64, 1 layer, DDIM 10",
+        denoiser=dict(backbone="diffspeaker", width=64, depth=1, heads=4, mlp_ratio=2.0, dropout=0.0,
+                      mixer=dict(period=30, align_radius=0)),
+        diffusion=DiffusionConfig(prediction="sample", sample_steps=10, velocity_weight=1.0, cond_dropout=0.0),
+        train=TrainConfig(steps=300, batch_size=8, lr=1e-3, warmup=20, checkpoint_every=100, log_every=10, window=60),
+        paper="DiffSpeaker (arXiv 2402.05712)", parts=("jaw", "expression"),
+    ),
+    # DiffSHEG (paper sizes; its SHOW window, 88 frames at 30 fps). Its HuBERT stream joins the mel
+    # features in the shared speech encoder once the cache carries an SSL stream.
+    "diffsheg": Preset(
+        "joint expression + gesture, UniEG: the expression branch's prediction, detached, conditions the gesture "
+        "branch; shared mid-level speech transformer; AdaIN style blocks (person id + step); 8 layers, width 512, "
+        "8 heads, epsilon-prediction, DDIM 25",
+        denoiser=dict(backbone="diffsheg", width=512, depth=8, heads=8, mlp_ratio=2.0, dropout=0.1,
+                      mixer=dict(face=["jaw", "expression"], audio_layers=2)),
+        diffusion=DiffusionConfig(prediction="epsilon", sample_steps=25, cond_dropout=0.0),
+        train=TrainConfig(steps=5000, batch_size=32, lr=3e-4, window=88),
+        paper="DiffSHEG (arXiv 2401.04747)",
+    ),
+    "diffsheg-tiny": Preset(
+        "diffsheg for tests: width 64, 2 layers per branch, 1 speech layer, x0-prediction (a width-64 branch cannot "
+        "carry 300 channels of noise through, which epsilon needs), DDIM 10",
+        denoiser=dict(backbone="diffsheg", width=64, depth=2, heads=4, mlp_ratio=2.0, dropout=0.0,
+                      mixer=dict(face=["jaw", "expression"], audio_layers=1)),
+        diffusion=DiffusionConfig(prediction="sample", sample_steps=10, velocity_weight=1.0, cond_dropout=0.0),
+        train=TrainConfig(steps=300, batch_size=8, lr=1e-3, warmup=20, checkpoint_every=100, log_every=10, window=60),
+        paper="DiffSHEG (arXiv 2401.04747)",
     ),
 }
 
