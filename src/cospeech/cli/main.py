@@ -44,8 +44,8 @@ ABOUT: dict[str, tuple[str, str, str]] = {  # command -> (what it does, reads, w
     "train-evaluator": ("Train the motion auto-encoder whose features FGD, FED and FMD compare.",
                         "the cache's train split (--data)",
                         "OUT/evaluator.safetensors + OUT/evaluator.json"),
-    "benchmark": ("Measure time and memory: backbones against sequence length, the command line, a training step "
-                  "or streaming.",
+    "benchmark": ("Measure time and memory: backbones against sequence length, the command line, a training step, "
+                  "streaming or the presets side by side.",
                   "nothing but the options (the bundled model and sample; --train-data, --speech, --reference "
                   "when given)",
                   "JSON on stdout (and to --json), a table on stderr"),
@@ -58,6 +58,9 @@ ABOUT: dict[str, tuple[str, str, str]] = {  # command -> (what it does, reads, w
     "retarget": ("Move SMPL-X motion onto another BVH skeleton (BEAT's, Mixamo-named rigs).",
                  "MOTION (SMPL-X npz or BVH) and the rig's BVH (--to)",
                  "the BVH -o, on the rig's skeleton"),
+    "presets": ("List the training presets: the paper each follows, its parameter count and its defaults.",
+                "nothing (each preset's denoiser is built for SMPL-X + FLAME motion to count its parameters)",
+                "a line per preset on stdout (--json: a list of records)"),
     "info": ("Describe a model: configuration, training data, metrics and licence.",
              "MODEL (a model folder, model.safetensors or training run; default: the bundled model)",
              "the description on stdout"),
@@ -208,6 +211,23 @@ def _info(args) -> int:
     return 0
 
 
+def _presets(args) -> int:
+    import json
+
+    from ..train.presets import CATALOGUE_SPEAKERS, catalogue
+
+    rows = catalogue()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"parameters: the denoiser for SMPL-X + FLAME motion, the default speech features, {CATALOGUE_SPEAKERS} speakers")
+    for r in rows:
+        print(f"{r['preset']:<18} {r['paper']:<30} {r['params'] / 1e6:8.2f} M  {r['backbone']}, width {r['width']}, "
+              f"depth {r['depth']}, {r['heads']} heads, predicts {r['prediction']}, {r['sampler']} {r['sample_steps']}, "
+              f"window {r['window']}, motion {r['motion']}")
+    return 0
+
+
 def _print_report(report: dict, json_path: str | None, table: str | None = None) -> int:
     """A benchmark's report: JSON on stdout (and in `json_path`), its table on stderr."""
     import json
@@ -236,10 +256,12 @@ def _benchmark(args) -> int:
         else:
             from ..bench_train import run_train_profile
 
-            presets = tuple(p.strip() for p in args.presets.split(",") if p.strip())
+            presets = tuple(p.strip() for p in (args.presets or "tiny,default").split(",") if p.strip())
             report = run_train_profile(data=args.train_data, presets=presets, steps=args.train_steps, log=log)
         return _print_report(report, args.json)
 
+    if args.presets is not None:
+        return _benchmark_presets(args, log)
     from ..bench import BenchConfig, markdown_table, run_benchmark
 
     def items(text: str) -> tuple[str, ...]:
@@ -253,6 +275,18 @@ def _benchmark(args) -> int:
                       depth=args.depth, heads=args.heads, batch=args.batch, reps=args.reps, device=args.device,
                       threads=args.threads)
     report = run_benchmark(cfg, log=log, wait_idle=args.wait_idle)
+    return _print_report(report, args.json, markdown_table(report))
+
+
+def _benchmark_presets(args, log) -> int:
+    from ..bench_presets import PresetBenchConfig, markdown_table, run_preset_benchmark
+
+    def items(text: str) -> tuple[str, ...]:
+        return tuple(v.strip() for v in text.split(",") if v.strip())
+
+    cfg = PresetBenchConfig(presets=items(args.presets), train_reps=args.reps, seconds=args.seconds or 20.0,
+                            joiners=items(args.joiners), dtypes=items(args.dtypes), threads=args.threads, device=args.device)
+    report = run_preset_benchmark(cfg, log=log)
     return _print_report(report, args.json, markdown_table(report))
 
 
@@ -491,7 +525,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     b.add_argument("--train-data", default=None, metavar="CACHE",
                    help="--train-profile: a feature cache (default: the shared BEAT2 and SHOW clips, prepared first)")
     b.add_argument("--train-steps", type=int, default=30, help="--train-profile: steps per preset (default 30)")
-    b.add_argument("--presets", default="tiny,default", help="--train-profile: presets to profile (default tiny,default)")
+    b.add_argument("--presets", nargs="?", const="", default=None, metavar="NAMES",
+                   help="alone: compare the presets (parameters, training step time and peak memory at each paper "
+                        "window, generation frames/s), NAMES or every full-size one and diffsheg@realtime; "
+                        "with --train-profile: presets to profile (default tiny,default)")
+    b.add_argument("--joiners", default="fused,foppas", help="--presets: joiners timed in generation (default fused,foppas)")
+    b.add_argument("--dtypes", default="float32,bfloat16",
+                   help="--presets: dtypes timed in generation (default float32,bfloat16)")
     b.add_argument("--backbones", default="transformer,mamba2",
                    help="comma-separated; name or name:key=value:... mixer options (first = baseline of the ratios); "
                         "'none' = the same model without a mixer (the floor both pay)")
@@ -571,6 +611,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     r.add_argument("-o", "--out", required=True, help="the BVH to write")
     r.add_argument("--fps", type=float, default=None, help="the real frame rate of a motion BVH whose header says otherwise")
     r.set_defaults(func=_retarget)
+
+    ps = sub.add_parser("presets", **_about("presets"), help="the training presets: paper, parameter count and defaults")
+    ps.add_argument("--json", action="store_true", help="as JSON")
+    ps.set_defaults(func=_presets)
 
     i = sub.add_parser("info", **_about("info"),
                        help="describe a model")

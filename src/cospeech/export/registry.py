@@ -62,6 +62,28 @@ def _smplx_only(name: str):
     return check
 
 
+def _skeleton(name: str):
+    """The check of a format that writes the SMPL-X skeleton: an SMPL-X motion without a body (a
+    face-only model's) is written with the body at rest; any other motion needs a body."""
+    smplx_only = _smplx_only(name)
+
+    def check(motion) -> None:
+        from ..motion import SmplxMotion
+
+        if not isinstance(motion, SmplxMotion):
+            motion.require("body", purpose=f"{name} export")
+        smplx_only(motion)
+    return check
+
+
+def _rest_body_note(motion):
+    from ..motion import SmplxMotion
+
+    if isinstance(motion, SmplxMotion) and "body" not in motion.parts:
+        return f"the body is the SMPL-X rest pose (this motion holds only {', '.join(sorted(motion.parts)) or 'nothing'})"
+    return None
+
+
 def _npz(motion, path, audio=None, title=None):
     from .npz import write_npz
 
@@ -112,11 +134,11 @@ def _arkit_note(motion):
 
 EXPORTERS: dict[str, Exporter] = {e.name: e for e in (
     Exporter("npz", ".npz", "SMPL-X + FLAME parameters with BEAT2/EMAGE key names", (), _npz, _smplx_only("npz")),
-    Exporter("bvh", ".bvh", "the SMPL-X skeleton's joint rotations (Blender, MotionBuilder)", ("body",), _bvh,
-             _smplx_only("bvh")),
+    Exporter("bvh", ".bvh", "the SMPL-X skeleton's joint rotations (Blender, MotionBuilder)", (), _bvh,
+             _skeleton("bvh"), _rest_body_note),
     Exporter("mp4", ".mp4", "a preview video with the speech as its audio track", (), _mp4, _smplx_only("mp4")),
     Exporter("glb", ".glb", "glTF 2.0: the SMPL-X skeleton as nodes with its animation (Blender, three.js, Unity)",
-             ("body",), _glb, _smplx_only("glb")),
+             (), _glb, _skeleton("glb"), _rest_body_note),
     Exporter("arkit-json", "_arkit.json", "ARKit-52 face curves in BEAT's facial JSON layout",
              (), _arkit_json, _check_arkit, _arkit_note),
     Exporter("livelink-csv", "_livelink.csv", "ARKit-52 face curves as a Live Link Face CSV (Unreal)",

@@ -198,3 +198,41 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise CospeechError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+# -- the catalogue (`cospeech presets`) ------------------------------------------------------
+CATALOGUE_SPEAKERS = 30  # BEAT2's speakers: the speaker table a parameter count assumes
+
+
+def denoiser_config(name: str, spec=None, audio_dim: int | None = None,
+                    n_speakers: int = CATALOGUE_SPEAKERS) -> DenoiserConfig:
+    """The denoiser of preset `name` for a motion spec (default: the SMPL-X + FLAME spec, cut to
+    the preset's parts), speech features of `audio_dim` channels (default: the cache's) and
+    `n_speakers` speakers: what training on such a cache builds."""
+    from ..audio import AudioFeatureConfig
+    from ..motion import smplx_flame_spec
+
+    p = get_preset(name)
+    spec = spec or smplx_flame_spec()
+    if p.parts:
+        spec, _ = spec.select(p.parts)
+    return DenoiserConfig(motion_dim=spec.dim, audio_dim=audio_dim or AudioFeatureConfig().dim, n_speakers=n_speakers,
+                          motion_parts={q.name: q.dim for q in spec.parts}, **p.denoiser)
+
+
+def catalogue() -> list[dict]:
+    """One row per preset: its paper, parameter count (its denoiser built for the SMPL-X + FLAME
+    spec, the default speech features and `CATALOGUE_SPEAKERS` speakers) and key defaults."""
+    from ..models import build_denoiser
+
+    rows = []
+    for name, p in PRESETS.items():
+        den = denoiser_config(name)
+        params = sum(t.numel() for t in build_denoiser(den).parameters())
+        rows.append({
+            "preset": name, "paper": p.paper or "-", "params": params, "backbone": den.backbone, "width": den.width,
+            "depth": den.depth, "heads": den.heads, "prediction": p.diffusion.prediction, "sampler": p.diffusion.sampler,
+            "sample_steps": p.diffusion.sample_steps, "window": p.train.window, "motion": f"{den.motion_dim} channels"
+            + (f" ({', '.join(p.parts)})" if p.parts else ""), "description": p.description,
+        })
+    return rows
