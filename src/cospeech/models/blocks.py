@@ -34,7 +34,7 @@ class TimestepEmbedder(nn.Module):
         self.width = width
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, self.width))
+        return self.mlp(timestep_embedding(t, self.width).to(self.mlp[0].weight.dtype))
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

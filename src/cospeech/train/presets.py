@@ -167,7 +167,7 @@ PRESETS: dict[str, Preset] = {
         denoiser=dict(backbone="diffspeaker", width=64, depth=1, heads=4, mlp_ratio=2.0, dropout=0.0,
                       mixer=dict(period=30, align_radius=0)),
         diffusion=DiffusionConfig(prediction="sample", sample_steps=10, velocity_weight=1.0, cond_dropout=0.0),
-        train=TrainConfig(steps=300, batch_size=8, lr=1e-3, warmup=20, checkpoint_every=100, log_every=10, window=60),
+        train=TrainConfig(steps=300, batch_size=8, lr=2e-3, warmup=20, checkpoint_every=100, log_every=10, window=60),
         paper="DiffSpeaker (arXiv 2402.05712)", parts=("jaw", "expression"),
     ),
     # DiffSHEG (paper sizes; its SHOW window, 88 frames at 30 fps). Its HuBERT stream joins the mel
