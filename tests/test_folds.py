@@ -199,6 +199,24 @@ def test_train_records_set_and_resume_keeps_it(cache, tmp_path):
         train(one, run, preset="tiny", steps=2, resume=True, progress=False, settings={"denoiser.dropout": "0.3"})
 
 
+def test_a_fold_trained_as_the_protocol_says_passes_its_check(cache, tmp_path):
+    """The run a fold trains records what the protocol's training record says (a run.json field
+    the record leaves out, such as one gradient pass per step, must not read as a difference);
+    a run with another setting is refused."""
+    from dataclasses import replace as with_
+
+    from cospeech.metrics.folds import _check_run, training_record
+
+    cfg = FoldsConfig(k=2, preset="tiny", train_steps=1, eval_at=(), samples=1, sample_steps=1)
+    fold = define_folds(cache, 2)[0]
+    part = cache.excluding(fold.exclusions(cache))
+    run = tmp_path / "fold"
+    train(part, run, preset="tiny", steps=1, progress=False)
+    _check_run(run, training_record(cache, cfg))
+    with pytest.raises(CospeechError, match="other settings than the folds protocol"):
+        _check_run(run, training_record(cache, with_(cfg, settings={"denoiser.dropout": "0.2"})))
+
+
 def test_evaluate_options_go_with_their_mode(capsys, cache_dir, tmp_path):
     for argv, msg in [(["evaluate", "--data", str(cache_dir)], "name the model"),
                       (["evaluate", "bundled", "--data", str(cache_dir), "--train-steps", "5"], "--train-steps trains models"),

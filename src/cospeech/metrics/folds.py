@@ -155,10 +155,7 @@ def training_record(cache: FeatureCache, cfg: FoldsConfig) -> dict:
     window = tcfg.window or cache.window  # as the training loop resolves them from the cache
     tcfg = replace(tcfg, window=window, stride=tcfg.stride or cache.stride,
                    overlap=tcfg.overlap if tcfg.overlap is not None else window // 4)
-    train = {k: v for k, v in asdict(tcfg).items() if k not in NOT_TRAINING}
-    if train["grad_accum"] == 1:  # protocols from before accumulation existed meant one pass per step
-        del train["grad_accum"]
-    return {"preset": cfg.preset, "train": train, "denoiser": dict(preset.denoiser),
+    return {"preset": cfg.preset, "train": _weight_settings(asdict(tcfg)), "denoiser": dict(preset.denoiser),
             "diffusion": preset.diffusion.to_dict(), "eval_at": list(steps),
             "motion_spec": cache.spec.to_dict()}  # what the models learn to produce (e.g. the root's encoding)
 
@@ -250,11 +247,20 @@ def _training_seconds(run: Path) -> float:
     return float(json.loads(lines[-1])["time_s"]) if lines else float("nan")
 
 
+def _weight_settings(train: dict) -> dict:
+    """TrainConfig fields (a dict) less those that change no weight, as a protocol records them:
+    one pass per step (grad_accum 1) is left out, as protocols before accumulation existed meant it."""
+    out = {k: v for k, v in train.items() if k not in NOT_TRAINING}
+    if out.get("grad_accum") == 1:
+        del out["grad_accum"]
+    return out
+
+
 def _check_run(run: Path, training: dict) -> None:
     """The fold's run.json says it trained what the protocol says."""
     spec = read_json(run / "run.json", "training run")
     got = {"preset": spec.get("preset"), "denoiser": spec.get("denoiser"),
-           "diffusion": spec.get("diffusion"), "train": {k: v for k, v in spec["train"].items() if k not in NOT_TRAINING}}
+           "diffusion": spec.get("diffusion"), "train": _weight_settings(spec["train"])}
     want = {k: training[k] for k in got}
     if got != want:
         raise CospeechError(f"{run}: trained with other settings than the folds protocol says; use a new output folder")
