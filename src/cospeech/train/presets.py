@@ -188,7 +188,7 @@ PRESETS: dict[str, Preset] = {
         denoiser=dict(backbone="diffsheg", width=64, depth=2, heads=4, mlp_ratio=2.0, dropout=0.0,
                       mixer=dict(face=["jaw", "expression"], audio_layers=1)),
         diffusion=DiffusionConfig(prediction="sample", sample_steps=10, velocity_weight=1.0, cond_dropout=0.0),
-        train=TrainConfig(steps=300, batch_size=8, lr=1e-3, warmup=20, checkpoint_every=100, log_every=10, window=60),
+        train=TrainConfig(steps=300, batch_size=8, lr=2e-3, warmup=20, checkpoint_every=100, log_every=10, window=60),
         paper="DiffSHEG (arXiv 2401.04747)",
     ),
 }
