@@ -3,6 +3,12 @@
 A saved model is a folder with `model.safetensors` (weights) and `model.json` (everything else:
 configs, MotionSpec, normalisation statistics, versions, training record), so `load_model(path)`
 rebuilds it with no flags. Python users and the CLI call the same `generate`.
+
+A model trained on an SSL speech encoder's features (`GeneratorConfig.encoder`, the record of its
+stream with the weights' sha256) needs those weights again: `load_model(path, audio_encoder=
+"wavlm=DIR")` (or `attach_encoder`) checks the folder's hash against the record. Its speech
+features are the mel-path features with the encoder's frames averaged onto the motion grid
+appended (`condition_features`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from .audio import AudioFeatureConfig, check_speech, resample, speech_features
 from .diffusion import SAMPLERS, DiffusionConfig, WindowFuser, noise_to, sample
 from .errors import CospeechError
 from .models import Condition, DenoiserConfig, build_denoiser
+from .models.condition import Stream
 from .motion import MotionSpec, Normalizer, SmplxMotion
 
 FORMAT = 1
@@ -130,14 +137,16 @@ class GeneratorConfig:
     spec: MotionSpec
     denoiser: DenoiserConfig
     diffusion: DiffusionConfig
+    encoder: dict | None = None  # the SSL stream read besides the mel path (`audio.extractors.describe`), or None
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "fps": self.fps, "window": self.window, "overlap": self.overlap,
             "speakers": list(self.speakers), "default_speaker": self.default_speaker,
             "origin": list(self.origin), "audio": self.audio.to_dict(), "spec": self.spec.to_dict(),
             "denoiser": self.denoiser.to_dict(), "diffusion": self.diffusion.to_dict(),
         }
+        return d if self.encoder is None else {**d, "encoder": dict(self.encoder)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "GeneratorConfig":
@@ -150,19 +159,84 @@ class GeneratorConfig:
             speakers=tuple(d["speakers"]), default_speaker=d["default_speaker"], origin=tuple(d["origin"]),
             audio=AudioFeatureConfig.from_dict(d["audio"]), spec=MotionSpec.from_dict(d["spec"]),
             denoiser=DenoiserConfig.from_dict(d["denoiser"]), diffusion=DiffusionConfig.from_dict(d["diffusion"]),
+            encoder=d.get("encoder"),
         )
+
+
+def grid_stream(feats: np.ndarray, rate: float, start: float, n_frames: int, fps: float) -> np.ndarray:
+    """A stream's frames (Ta, C) at `rate` Hz, frame j covering [start + j / rate, ...) seconds,
+    averaged onto n_frames motion frames at fps -> (T, C) float32 (`Stream.to_motion_grid`)."""
+    s = Stream(torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))[None], float(rate), float(start))
+    return s.to_motion_grid(n_frames, fps)[0].numpy()
+
+
+def encoder_stream(cache, encoder: dict) -> str:
+    """The name of the cache's stream of this encoder record (same kind, settings and weights)."""
+    for name, rec in cache.streams.items():
+        if rec.get("key") == encoder["key"]:
+            return name
+    raise CospeechError(f"{cache.root}: holds no {encoder['extractor']} stream of the weights sha256 "
+                        f"{encoder['weights_sha256'][:12]}; run `cospeech prepare ... --audio-encoder "
+                        f"{encoder['extractor']}=DIR` with that folder first")
+
+
+def condition_features(cache, take, encoder: dict | None) -> np.ndarray:
+    """A cached take's speech features as a model with `encoder` reads them: (T, C) the mel-path
+    `audio`, then (with an encoder) its stream's frames on the motion grid, (T, C + C_ssl)."""
+    if encoder is None:
+        return take.audio
+    name = encoder_stream(cache, encoder)
+    rec = cache.streams[name]
+    offset = take.meta.get("range", (0, 0))[0] / cache.fps  # a segment holds its recording's whole stream
+    grid = grid_stream(take.streams[name], rec["rate"], rec["start"] - offset, take.n_frames, cache.fps)
+    return np.concatenate([take.audio, grid], axis=1)
 
 
 class MotionGenerator:
     """A denoiser with the configuration and statistics that make it usable on raw speech."""
 
     def __init__(self, cfg: GeneratorConfig, denoiser: torch.nn.Module, motion_norm: Normalizer,
-                 audio_norm: Normalizer, info: dict | None = None):
+                 audio_norm: Normalizer, info: dict | None = None, encoder=None):
         self.cfg = cfg
         self.denoiser = denoiser.eval()
         self.motion_norm = motion_norm
         self.audio_norm = audio_norm
         self.info = info or {}
+        self.encoder = None
+        if encoder is not None:
+            self.attach_encoder(encoder)
+
+    # -- the SSL speech encoder ------------------------------------------------------------
+    def attach_encoder(self, encoder) -> None:
+        """Give the model the SSL encoder it was trained on: an `audio.extractors.SslEncoder` or
+        `KIND=DIR` text. Its kind and weights' sha256 must be the model's."""
+        from .audio.extractors import parse_encoder
+
+        enc = parse_encoder(encoder) if isinstance(encoder, str) else encoder
+        want = self.cfg.encoder
+        if want is None:
+            raise CospeechError(f"--audio-encoder {enc.NAME}: this model reads no SSL features (it was trained on the "
+                                "mel path); leave --audio-encoder out")
+        if enc.NAME != want["extractor"]:
+            raise CospeechError(f"--audio-encoder {enc.NAME}: this model was trained on {want['extractor']} features")
+        if enc.weights_sha256() != want["weights_sha256"] or enc.config() != want["config"]:
+            raise CospeechError(f"{enc.folder}: {enc.NAME} weights (sha256 {enc.weights_sha256()[:12]}, {enc.config()}) "
+                                f"differ from those this model was trained with (sha256 {want['weights_sha256'][:12]}, "
+                                f"{want['config']}); pass the folder it was trained with")
+        self.encoder = enc
+
+    def _encoder_features(self, wave: np.ndarray, sample_rate: int, n_frames: int) -> np.ndarray:
+        """The SSL encoder's frames of speech (N,) at sample_rate on the motion grid, (T, C_ssl)."""
+        want = self.cfg.encoder
+        if self.encoder is None:
+            from .audio.extractors import SSL_ENCODERS
+
+            kind = want["extractor"]
+            repo = SSL_ENCODERS[kind].REPO if kind in SSL_ENCODERS else kind
+            raise CospeechError(f"this model reads {kind} features: pass --audio-encoder {kind}=DIR (Python: "
+                                f"audio_encoder=...), DIR holding {repo} (sha256 {want['weights_sha256'][:12]})")
+        feats = self.encoder(resample(wave, sample_rate, self.encoder.sample_rate), self.cfg.fps, n_frames)
+        return grid_stream(feats, want["rate"], want["start"], n_frames, self.cfg.fps)
 
     # -- inference -------------------------------------------------------------------------
     def speaker_index(self, speaker: str | None) -> int:
@@ -180,7 +254,29 @@ class MotionGenerator:
             raise CospeechError(f"steps must be ≤ the model's {self.cfg.diffusion.train_steps} training steps, "
                                 f"got {options.steps}")
         if options.style is not None:
-            raise CospeechError("this model takes no style vector (it was trained with speaker ids only)")
+            dim = getattr(self.denoiser, "style_dim", None)
+            if dim is None:
+                raise CospeechError("this model takes no style vector (it has no fuzzy style extractor: it was trained "
+                                    "with speaker ids only)")
+            if len(options.style) != dim:
+                raise CospeechError(f"style vector must have this model's {dim} values, got {len(options.style)}")
+
+    def style_tensor(self, options: SampleOptions, rows: int, device, dtype) -> torch.Tensor | None:
+        """The options' style vector for `rows` windows, (B, S), or None."""
+        if options.style is None:
+            return None
+        return torch.tensor(options.style, dtype=dtype, device=device)[None].expand(rows, -1)
+
+    @torch.no_grad()
+    def style_from(self, wave: np.ndarray, sample_rate: int) -> tuple[float, ...]:
+        """The fuzzy extractor's global style vector (S,) of a reference recording (N,) at any rate,
+        pooled over all of it: pass it as `style=` to `generate` to take that recording's style
+        instead of the speaker's (raises CospeechError for a model without a fuzzy extractor)."""
+        if getattr(self.denoiser, "style_dim", None) is None:
+            raise CospeechError("--style-from: this model has no fuzzy style extractor (train a dim-gestor preset)")
+        audio = torch.as_tensor(self.audio_features(wave, sample_rate), dtype=torch.float32)[None]  # (1, T, C)
+        net = self.denoiser.float().cpu()
+        return tuple(float(v) for v in net.style_of(audio)[0])
 
     def audio_features(self, wave: np.ndarray, sample_rate: int, checked: bool = False,
                        causal: bool = False) -> np.ndarray:
@@ -194,8 +290,11 @@ class MotionGenerator:
             raise CospeechError(f"expected mono speech of shape (N,), got {wave.shape}")
         if not checked:
             check_speech(wave, sample_rate)
-        wave = resample(wave, sample_rate, self.cfg.audio.sample_rate)
-        return self.audio_norm.normalize(speech_features(wave, self.cfg.fps, cfg=self.cfg.audio, causal_beats=causal))
+        mel_wave = resample(wave, sample_rate, self.cfg.audio.sample_rate)
+        feats = speech_features(mel_wave, self.cfg.fps, cfg=self.cfg.audio, causal_beats=causal)  # (T, C)
+        if self.cfg.encoder is not None:
+            feats = np.concatenate([feats, self._encoder_features(wave, sample_rate, len(feats))], axis=1)
+        return self.audio_norm.normalize(feats)
 
     def keyframe_targets(self, keyframes: dict[int, SmplxMotion] | None, total: int):
         """Poses to hit -> (frames (K,) int, values (K, D) normalised, weights (K, D) in [0, 1]).
@@ -330,8 +429,9 @@ class MotionGenerator:
                     x = inner_project(x)
                     tick()
                     return x
+        style = self.style_tensor(opts, fuser.n_windows, device, dtype)
         x = sample(
-            net, Condition(windows, spk), tuple(noise.shape), self.cfg.diffusion, generator,
+            net, Condition(windows, spk, style=style), tuple(noise.shape), self.cfg.diffusion, generator,
             steps=opts.steps, sampler=opts.sampler, guidance=opts.guidance,
             project=project, noise=noise, hook=hook,
             jump_length=opts.jump_length, jump_count=opts.jump_count,
@@ -380,7 +480,8 @@ class MotionGenerator:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "MotionGenerator":
+    def load(cls, folder: str | Path, audio_encoder=None) -> "MotionGenerator":
+        """The model in `folder`; audio_encoder: the SSL encoder it was trained on (`attach_encoder`)."""
         folder = Path(folder)
         meta = read_json(folder / CONFIG, "model config")
         fmt = meta.get("format") if isinstance(meta, dict) else None
@@ -400,7 +501,7 @@ class MotionGenerator:
             denoiser.load_state_dict({k: v.float() for k, v in state.items()})
         except RuntimeError as err:
             raise CospeechError(f"{folder}: weights do not fit the config ({str(err).splitlines()[0]})") from None
-        return cls(cfg, denoiser, motion_norm, audio_norm, meta.get("info", {}))
+        return cls(cfg, denoiser, motion_norm, audio_norm, meta.get("info", {}), encoder=audio_encoder)
 
 
 def default_lookahead(cfg: GeneratorConfig) -> int:
@@ -529,7 +630,8 @@ class Outpainter:
                 return x
 
         spk = torch.full((1,), self.speaker, dtype=torch.long, device=device)
-        x = sample(self.net, Condition(audio[None].to(device, dtype), spk), (1, len(audio), cfg.spec.dim),
+        style = self.gen.style_tensor(self.opts, 1, device, dtype)
+        x = sample(self.net, Condition(audio[None].to(device, dtype), spk, style=style), (1, len(audio), cfg.spec.dim),
                    cfg.diffusion, self.generator, steps=self.opts.steps, sampler=self.opts.sampler,
                    guidance=self.opts.guidance, noise=noise[None].to(device, dtype), hook=hook,
                    jump_length=self.opts.jump_length, jump_count=self.opts.jump_count)
@@ -599,6 +701,7 @@ def resolve_model_path(path: str | Path | None) -> Path:
     raise CospeechError(f"{p}: neither a model folder (model.json) nor a training run with checkpoints")
 
 
-def load_model(path: str | Path | None = None) -> MotionGenerator:
-    """Load a model: the bundled default when `path` is None, else a model or run folder."""
-    return MotionGenerator.load(resolve_model_path(path))
+def load_model(path: str | Path | None = None, audio_encoder=None) -> MotionGenerator:
+    """Load a model: the bundled default when `path` is None, else a model or run folder.
+    audio_encoder: `KIND=DIR` or an `SslEncoder`, for a model trained on SSL features."""
+    return MotionGenerator.load(resolve_model_path(path), audio_encoder=audio_encoder)

@@ -95,6 +95,8 @@ def describe_model(path: str | Path | None = None) -> dict:
             "motion_channels": cfg.spec.dim, "parts": list(cfg.spec.names), "fps": cfg.fps, "window": cfg.window,
             "overlap": cfg.overlap, "prediction": dif.prediction, "sampler": dif.sampler, "sample_steps": dif.sample_steps,
             "guidance": dif.guidance, "speakers": list(cfg.speakers), "default_speaker": cfg.default_speaker,
+            "speech_features": gen.info.get("speech_features"), "encoder": cfg.encoder,
+            "style_dim": getattr(gen.denoiser, "style_dim", None),
         },
         "training": {k: training[k] for k in ("preset", "step", "world_size", "precision") if k in training}
         | {k: training.get("train", {}).get(k) for k in ("steps", "batch_size", "lr", "seed", "grad_accum")
@@ -116,6 +118,13 @@ def format_info(d: dict) -> str:
         f"  diffusion: predicts {c['prediction']}, {c['sampler']} {c['sample_steps']} steps, guidance {c['guidance']}",
         f"  speakers: {', '.join(c['speakers'])} (default {c['default_speaker']})",
     ]
+    if c.get("speech_features"):  # what the model reads, and a fallback to the mel path when it had to
+        lines.append(f"  {c['speech_features']}")
+    if c.get("encoder"):
+        lines.append(f"  needs: --audio-encoder {c['encoder']['extractor']}=DIR with weights sha256 "
+                     f"{c['encoder']['weights_sha256']}")
+    if c.get("style_dim"):
+        lines.append(f"  style: fuzzy extractor, {c['style_dim']}-value style vectors (--style-from ref.wav)")
     if t:
         lines.append("  training: " + ", ".join(f"{k} {v}" for k, v in t.items()))
     lines.append("data:")

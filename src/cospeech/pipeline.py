@@ -123,7 +123,8 @@ def generate_files(
     model: MotionGenerator | str | Path | None, inputs, out_dir: str | Path,
     formats: tuple[str, ...] | str = DEFAULT_FORMATS, options: SampleOptions | None = None,
     log: Callable[[str], None] = print, error: Callable[[str], None] | None = None,
-    keyframes: dict[int, SmplxMotion] | None = None, progress: bool = False,
+    keyframes: dict[int, SmplxMotion] | None = None, progress: bool = False, audio_encoder=None,
+    style_from: str | Path | None = None,
 ) -> GenerateReport:
     """Generate motion for each speech file into `out_dir` as <stem>.<format>.
 
@@ -134,6 +135,8 @@ def generate_files(
     keyframes: frame -> pose every input's motion passes through (see `read_keyframes`).
     progress: a bar of the denoising steps on stderr for speech longer than `PROGRESS_AFTER_S`
     (when stderr is a terminal).
+    audio_encoder: `KIND=DIR` (or an encoder) for a model trained on SSL features. style_from: a
+    reference recording whose fuzzy style vector replaces the speaker (`MotionGenerator.style_from`).
     """
     inputs = [Path(p) for p in inputs]
     formats = parse_formats(formats)
@@ -143,6 +146,14 @@ def generate_files(
     if dupes:
         raise CospeechError(f"several inputs are named {dupes[0]!r}; their outputs would overwrite each other")
     gen = model if isinstance(model, MotionGenerator) else load_model(model)
+    if audio_encoder is not None:
+        gen.attach_encoder(audio_encoder)
+    if style_from is not None:
+        if getattr(gen.denoiser, "style_dim", None) is None:
+            raise CospeechError("--style-from: this model has no fuzzy style extractor (train a dim-gestor preset)")
+        ref = Path(style_from)
+        options = SampleOptions.of(options, style=gen.style_from(load_audio(ref, gen.cfg.audio.sample_rate),
+                                                                   gen.cfg.audio.sample_rate))
     gen.check_options(options)
     out = output_folder(out_dir)
     sr = gen.cfg.audio.sample_rate

@@ -51,6 +51,9 @@ class StreamSession:
     def __init__(self, model: MotionGenerator, options: SampleOptions | None = None, sample_rate: int | None = None,
                  lookahead_s: float | None = None, window: int | None = None, overlap: int | None = None):
         cfg = model.cfg
+        if cfg.encoder is not None:
+            raise CospeechError(f"stream: this model reads {cfg.encoder['extractor']} features of whole recordings, "
+                                "which a stream cannot compute piece by piece; use a model trained on the mel path")
         self.model, self.fps = model, cfg.fps
         self.sample_rate = cfg.audio.sample_rate if sample_rate is None else sample_rate
         if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, (int, np.integer)) \

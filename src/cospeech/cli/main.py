@@ -97,16 +97,19 @@ def _generate(args) -> int:
             keyframes[frame] = read_pose(pose)
     report = generate_files(args.model, inputs, args.out, args.formats, options,
                             error=lambda msg: print(f"cospeech: error: {msg}", file=sys.stderr), keyframes=keyframes,
-                            progress=not args.quiet)
+                            progress=not args.quiet, audio_encoder=args.audio_encoder, style_from=args.style_from)
     return 0 if report.ok else 1
 
 
 # -- prepare / train / info ----------------------------------------------------------------
 def _prepare(args) -> int:
+    from ..audio.extractors import parse_encoder
     from ..data import prepare
 
+    encoders = [parse_encoder(text) for text in args.audio_encoder]
     index = prepare(args.layout, args.src, args.out, window=args.window, stride=args.stride, split_file=args.split_file,
-                    fps=args.fps, source_fps=args.source_fps, progress=not args.quiet)
+                    fps=args.fps, source_fps=args.source_fps, progress=not args.quiet,
+                    streams={enc.NAME: enc for enc in encoders} or None)
     takes = index["takes"]
     frames = sum(t["frames"] for t in takes)
     splits = {s: sum(t["split"] == s for t in takes) for s in ("train", "val", "test")}
@@ -122,7 +125,7 @@ def _train(args) -> int:
     gen = train(args.data, args.out, preset=args.preset, resume=args.resume, steps=args.steps,
                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, backbone=args.backbone, device=args.device,
                 settings=parse_settings(args.set), devices=args.devices, num_nodes=args.num_nodes,
-                precision=args.precision, progress=not args.quiet)
+                precision=args.precision, progress=not args.quiet, audio_encoder=args.audio_encoder)
     rec = gen.info.get("training", {})
     if rec.get("rank", 0) == 0:  # one line for the run, not one per process
         world = rec.get("world_size", 1)
@@ -420,6 +423,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         g.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="network precision (default: float32)")
         g.add_argument("-q", "--quiet", action="store_true",
                        help="no progress bar (shown on a terminal for speech over 30 s)")
+        g.add_argument("--audio-encoder", metavar="KIND=DIR", default=None,
+                       help="the SSL encoder weights a model trained on them needs, e.g. wavlm=models/wavlm-base-plus")
+        g.add_argument("--style-from", metavar="REF.wav", default=None,
+                       help="take the style from this recording (models with a fuzzy style extractor: dim-gestor)")
     g.set_defaults(func=_generate)
 
     p = sub.add_parser("prepare", **_about("prepare"),
@@ -438,6 +445,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--source-fps", type=float, default=None,
                        help="the motion files' real frame rate, where their headers state a wrong one")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (shown only on a terminal)")
+        p.add_argument("--audio-encoder", metavar="KIND=DIR", action="append", default=[],
+                       help="also cache this SSL encoder's features (hubert, wavlm or wav2vec2 weights in a local "
+                            "folder, e.g. wavlm=models/wavlm-base-plus); repeatable")
     p.set_defaults(func=_prepare)
 
     t = sub.add_parser("train", **_about("train"),
@@ -468,6 +478,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                        help="replace a preset setting, e.g. diffusion.prediction=epsilon, denoiser.dropout=0.2, "
                             "train.grad_accum=4 (repeatable)")
         t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        t.add_argument("--audio-encoder", metavar="KIND=DIR", default=None,
+                       help="read the cache's features of these SSL encoder weights (default: the preset's kind "
+                            "if the cache holds it, else the mel path)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="metric table with controls, under a recorded protocol",

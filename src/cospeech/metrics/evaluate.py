@@ -34,7 +34,7 @@ from ..data import FeatureCache
 from ..artifacts import sha256_file
 from ..data.cache import CachedTake, data_hash
 from ..errors import CospeechError
-from ..generator import MotionGenerator, WEIGHTS
+from ..generator import MotionGenerator, WEIGHTS, condition_features
 from ..motion import joint_positions, smplx_skeleton
 from .evaluator import MotionEvaluator
 from .face import flame_face, lip_error, mse, upper_face_dynamics_deviation, velocity_difference
@@ -132,6 +132,8 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
     gt_feats = {k: np.concatenate([f[k] for f in gt_feats_each]) for k in ("gesture", "face", "motion")}
     mean_speed = np.concatenate([joint_speed(c.positions, model.cfg.fps) for c in clips]).mean(0)
 
+    features = {id(t): condition_features(cache, t, model.cfg.encoder) for t in cache.takes}  # (T, C) each
+
     def generate(audio: np.ndarray, s: int, speaker: str) -> np.ndarray:
         spk = speaker if speaker in model.cfg.speakers else None  # the take's own style when the model knows it
         return model.sample_features(model.audio_norm.normalize(audio), seed=s, speaker=spk, steps=steps, device=device)
@@ -162,9 +164,9 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
         else:
             src = other_take(t)
         if src.n_frames < t.n_frames:
-            return np.resize(src.audio, (t.n_frames, src.audio.shape[1]))
+            return np.resize(features[id(src)], (t.n_frames, features[id(src)].shape[1]))
         start = rng.integers(0, src.n_frames - t.n_frames + 1)
-        return src.audio[start : start + t.n_frames]
+        return features[id(src)][start : start + t.n_frames]
 
     from tqdm import tqdm
 
@@ -177,7 +179,7 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
     for r in range(samples):
         gen = []
         for t in takes:
-            gen.append(generate(t.audio, seed + r, t.meta["speaker"]))
+            gen.append(generate(features[id(t)], seed + r, t.meta["speaker"]))
             bar.update(1)
         runs["model"].append(_metrics(model, evaluator, clips, gen, gt_feats, mean_speed))
         runs["random real clip"].append(_metrics(model, evaluator, clips, [real_clip(t) for t in takes], gt_feats, mean_speed))

@@ -9,6 +9,12 @@ Tokens and the output head are local in time, so at inference (no gradients) the
 and what the blocks themselves need stay alive. When every mixer streams (a causal state-space
 scan), the whole stack runs depth-first, a piece through every layer before the next piece, each
 layer keeping its state: then no (B, T, M) tensor is alive at all, only the (B, T, D) output.
+
+`causal`: the output at frame t depends on frames ≤ t only (of x_t and of the speech features):
+the mixer attends backwards only, the audio convolution reads past frames, no low-pass.
+`fuzzy`: DiM-Gestor's fuzzy feature extractor (`fuzzy.py`) adds per-frame local features to the
+tokens and a global style vector, pooled over the window or given as `Condition.style`, to the
+AdaLN conditioning.
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ class DenoiserConfig:
     audio_stream: str = "audio"  # the Condition stream the input tokens read (see `grid_audio`)
     motion_parts: dict = field(default_factory=dict)  # part name -> channels, in feature order (from the
     # motion spec), for backbones that treat parts apart (DiffSHEG's face and gesture branches); {} = not given
+    causal: bool = False  # frame t sees frames ≤ t only (causal mixer and audio convolution)
+    fuzzy: dict | None = None  # DiM-Gestor's fuzzy style extractor (`fuzzy.FuzzyOptions`), None = none
+    x_skip: bool = False  # add g(t) · x_t to the output, a per-channel gain of the step (see `Denoiser`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,15 +71,34 @@ class Denoiser(nn.Module):
     What the network reads from the condition is `grid_audio` (the stream `cfg.audio_stream`),
     the speaker and `keep`; a backbone that reads other streams or style overrides `grid_audio`
     or `forward` in its own file.
+
+    `x_skip`: ε-prediction must pass the noise of every motion channel through, but the tokens
+    are narrower than the motion (width 256 against 457 channels of SMPL-X + FLAME): without a
+    path around them the loss stays near the part of the noise they cannot carry. The skip adds
+    x_t times a per-channel gain computed from the step (zero-initialised): the optimal ε for a
+    known x0 is x_t / sqrt(1 - ᾱ_t) minus a multiple of x0, so the gain carries the first term
+    and the network the second.
     """
 
     def __init__(self, cfg: DenoiserConfig, make_mixer: Callable[[DenoiserConfig], nn.Module]):
         super().__init__()
         if cfg.audio_smooth < 0 or (cfg.audio_smooth > 1 and cfg.audio_smooth % 2 == 0):
             raise CospeechError(f"audio_smooth must be 0 or an odd number of frames, got {cfg.audio_smooth}")
+        if cfg.causal and cfg.audio_smooth > 1:
+            raise CospeechError("a causal denoiser cannot low-pass its speech features (audio_smooth reads future frames)")
         self.cfg = cfg
         w = cfg.width
-        self.audio_in = nn.Linear(cfg.audio_dim, w)
+        self.fuzzy = None
+        local_dim = 0
+        if cfg.fuzzy is not None:
+            from .fuzzy import FuzzyExtractor, FuzzyOptions
+
+            opts = FuzzyOptions.from_dict(cfg.fuzzy)
+            self.fuzzy = FuzzyExtractor(cfg.audio_dim, opts)
+            self.style_in = nn.Linear(opts.width, w)
+            self.null_style = nn.Parameter(torch.zeros(opts.width))
+            local_dim = opts.width
+        self.audio_in = nn.Linear(cfg.audio_dim + local_dim, w)
         self.audio_conv = nn.Conv1d(w, w, cfg.audio_kernel, padding=cfg.audio_kernel // 2)
         self.null_audio = nn.Parameter(torch.zeros(w))
         self.motion_in = nn.Linear(cfg.motion_dim + w, w)
@@ -80,6 +108,10 @@ class Denoiser(nn.Module):
             AdaLNBlock(w, make_mixer(cfg), cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.depth)
         )
         self.final = FinalLayer(w, cfg.motion_dim)
+        if cfg.x_skip:
+            self.x_gain = nn.Linear(w, cfg.motion_dim)
+            nn.init.zeros_(self.x_gain.weight)
+            nn.init.zeros_(self.x_gain.bias)
 
     def grid_audio(self, cond: Condition) -> torch.Tensor:
         """(B, T, C) speech features on the motion grid: `cond.audio` for the stream "audio" (the
@@ -96,15 +128,55 @@ class Denoiser(nn.Module):
                                 f"{cond.audio.shape[1]} motion frames; map it with Stream.to_motion_grid")
         return stream.feats
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition, mask: torch.Tensor | None = None) -> torch.Tensor:
-        b, n, d = x.shape
-        if cond.style is not None:
-            raise CospeechError(f"this {self.cfg.backbone} denoiser takes no style; leave Condition.style None")
+    @property
+    def style_dim(self) -> int | None:
+        """S, the length of a style vector this denoiser takes (None: it takes none)."""
+        return None if self.fuzzy is None else self.fuzzy.opts.width
+
+    def style_of(self, audio: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The fuzzy extractor's global style vector of speech features (B, T, C) -> (B, S)."""
+        if self.fuzzy is None:
+            raise CospeechError("this model has no fuzzy style extractor (a dim-gestor preset has one)")
+        return self.fuzzy(audio, mask)[1]
+
+    def conditioning(self, t: torch.Tensor, cond: Condition, n: int,
+                     mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The token inputs' speech features (B, T, C') and the AdaLN vector c (B, M): the step
+        embedding plus the speaker's row, and with a fuzzy extractor its local features (appended
+        to the speech) and its style (`cond.style` when given, else pooled over these frames)."""
         audio = self.grid_audio(cond)  # (B, T, C)
-        assert d == self.cfg.motion_dim and audio.shape[:2] == (b, n), "x (B, T, D) and audio (B, T, C) must agree"
+        assert audio.shape[:2] == (t.shape[0], n), "x (B, T, D) and audio (B, T, C) must agree"
         keep = cond.kept()
         spk = torch.where(keep & (cond.speaker >= 0), cond.speaker, self.cfg.n_speakers)  # (B,)
-        c = self.t_embed(t) + self.speaker(spk)  # (B, M)
+        c = self.t_embed(t)  # (B, M)
+        if self.fuzzy is None:
+            if cond.style is not None:
+                raise CospeechError(f"this {self.cfg.backbone} denoiser takes no style; leave Condition.style None")
+            return audio, c + self.speaker(spk)
+        local, style = self.fuzzy(audio, mask)  # (B, T, F), (B, F)
+        if cond.style is not None:
+            if cond.style.shape != style.shape:
+                raise CospeechError(f"style must be (B, {style.shape[1]}), got {tuple(cond.style.shape)}")
+            style = cond.style.to(style.dtype)
+        style = torch.where(keep[:, None], style, self.null_style.to(style.dtype))  # CFG's null rows: no style
+        c = c + self.style_in(style)
+        if self.fuzzy.opts.speaker:
+            c = c + self.speaker(spk)
+        return torch.cat([audio, local.to(audio.dtype)], dim=-1), c
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, d = x.shape
+        assert d == self.cfg.motion_dim, "x must be (B, T, D) with D the motion channels"
+        keep = cond.kept()
+        audio, c = self.conditioning(t, cond, n, mask)  # (B, T, C'), (B, M)
+        if self.cfg.x_skip:
+            gain = self.x_gain(self.t_embed(t))[:, None]  # (B, 1, D): the step's alone, not the speech's
+            return self._forward(x, audio, keep, c, mask) + gain * x
+        return self._forward(x, audio, keep, c, mask)
+
+    def _forward(self, x: torch.Tensor, audio: torch.Tensor, keep: torch.Tensor, c: torch.Tensor,
+                 mask: torch.Tensor | None) -> torch.Tensor:
+        b, n, d = x.shape
         if torch.is_grad_enabled():
             h = self._tokens(x, audio, keep, 0, n)  # (B, T, M)
             for block in self.blocks:
@@ -150,10 +222,12 @@ class Denoiser(nn.Module):
     def _tokens(self, x: torch.Tensor, audio: torch.Tensor, keep: torch.Tensor, s: int, e: int) -> torch.Tensor:
         """Input tokens of frames s:e, (B, e-s, M), from x (B, T, D) and audio (B, T, C); the audio
         convolution reads its half-width of frames beyond the piece (zeros past the sequence)."""
-        half, n = self.cfg.audio_kernel // 2, x.shape[1]
-        lo, hi = max(s - half, 0), min(e + half, n)
+        k, n = self.cfg.audio_kernel, x.shape[1]
+        before = k - 1 if self.cfg.causal else k // 2  # frames the convolution reads before / after its own
+        after = k - 1 - before
+        lo, hi = max(s - before, 0), min(e + after, n)
         a = nn.functional.gelu(self.audio_in(self._smooth(audio, lo, hi)))  # (B, hi-lo, M)
-        a = nn.functional.pad(a.transpose(1, 2), (half - (s - lo), half - (hi - e)))  # (B, M, e-s + 2 half)
+        a = nn.functional.pad(a.transpose(1, 2), (before - (s - lo), after - (hi - e)))  # (B, M, e-s + k-1)
         a = nn.functional.conv1d(a, self.audio_conv.weight, self.audio_conv.bias)  # (B, M, e-s)
         a = nn.functional.gelu(a.transpose(1, 2))  # (B, e-s, M)
         a = torch.where(keep[:, None, None], a, self.null_audio.to(a.dtype))

@@ -251,6 +251,8 @@ def make_mixer(cfg: DenoiserConfig) -> nn.Module:
         opts = Mamba2Options(**cfg.mixer)
     except TypeError as err:
         raise CospeechError(f"mamba2 mixer options: {err}") from None
+    if cfg.causal and opts.bidirectional:
+        raise CospeechError("a causal denoiser cannot scan backwards: leave the mamba2 mixer's bidirectional off")
     return Mamba2Mixer(cfg.width, opts)
 
 

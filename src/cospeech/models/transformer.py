@@ -64,7 +64,7 @@ class SelfAttention(nn.Module):
 
 def make_mixer(cfg: DenoiserConfig) -> nn.Module:
     try:
-        opts = AttentionOptions(**cfg.mixer)
+        opts = AttentionOptions(**{**cfg.mixer, **({"causal": True} if cfg.causal else {})})
     except TypeError as err:
         raise CospeechError(f"transformer mixer options: {err}") from None
     return SelfAttention(cfg.width, cfg.heads, cfg.dropout, opts)

@@ -6,6 +6,11 @@ A run folder holds `run.json` (the resolved configuration), `metrics.jsonl`, and
 `cospeech.load_model`) and the state to resume (`state.safetensors` + `state.json`: raw
 weights, optimiser moments, random generator states). A checkpoint folder is written under a
 temporary name and renamed when complete.
+
+SSL speech features: a preset that wants an encoder (`Preset.encoder`) reads the cache's stream
+of it (prepared with `--audio-encoder KIND=DIR`); `audio_encoder=` names the weights to use and
+must match a stream of the cache. Without one the run trains on the mel path and says so (in the
+log, `run.json` and the model's info, which `cospeech info` prints).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,7 +33,7 @@ from ..atomic import fsync_path, replace_durably, write_text
 from ..data import FeatureCache, load_cache
 from ..diffusion import DiffusionConfig, train_scheduler, training_loss
 from ..errors import CospeechError
-from ..generator import GeneratorConfig, MotionGenerator
+from ..generator import GeneratorConfig, MotionGenerator, condition_features, encoder_stream
 from ..models import Condition, DenoiserConfig, build_denoiser
 from ..motion import Normalizer
 from . import distributed
@@ -46,12 +52,12 @@ class WindowSampler:
     """
 
     def __init__(self, cache: FeatureCache, motion_norm: Normalizer, audio_norm: Normalizer,
-                 speakers: tuple[str, ...], window: int, stride: int):
+                 speakers: tuple[str, ...], window: int, stride: int, encoder: dict | None = None):
         self.window = window
         self.rows = cache.windows(window, stride)  # (N, 2)
         self.motion_norm, self.audio_norm = motion_norm, audio_norm
         self.motion = [t.motion for t in cache.takes]  # (T, D) each
-        self.audio = [t.audio for t in cache.takes]  # (T, C) each
+        self.audio = [condition_features(cache, t, encoder) for t in cache.takes]  # (T, C) each, SSL frames appended
         self.masks = [t.mask for t in cache.takes]
         self.speaker = [speakers.index(t.meta["speaker"]) for t in cache.takes]
 
@@ -123,6 +129,33 @@ def _resolve_run(run: Path, cache: FeatureCache, preset: str, overrides: dict, r
             "diffusion": p.diffusion.to_dict(), "parts": None if p.parts is None else list(p.parts)}
 
 
+def _encoder_record(cache: FeatureCache, preset: str, audio_encoder) -> tuple[dict | None, str]:
+    """The SSL stream a run reads (its `describe` record, less the folder) and a line saying what
+    it reads: the stream of `audio_encoder` (KIND=DIR or an encoder), else the preset's wanted
+    kind when the cache holds it, else the mel path (a fallback when the preset wants an encoder)."""
+    from ..audio.extractors import SSL_ENCODERS, describe, parse_encoder
+
+    def chosen(rec: dict) -> tuple[dict, str]:
+        rec = {k: v for k, v in rec.items() if k != "folder"}
+        return rec, f"speech features: the mel path + {rec['extractor']} (weights sha256 {rec['weights_sha256'][:12]})"
+
+    if audio_encoder is not None:
+        enc = parse_encoder(audio_encoder) if isinstance(audio_encoder, str) else audio_encoder
+        rec = describe(enc)
+        return chosen(cache.streams[encoder_stream(cache, rec)])
+    kind = get_preset(preset).encoder
+    if kind is None:
+        return None, "speech features: the mel path"
+    found = [rec for rec in cache.streams.values() if rec.get("extractor") == kind]
+    if len(found) > 1:
+        raise CospeechError(f"{cache.root}: holds {len(found)} {kind} streams; name one with --audio-encoder {kind}=DIR")
+    if found:
+        return chosen(found[0])
+    repo = SSL_ENCODERS[kind].REPO
+    return None, (f"speech features: the mel path (fallback) — preset {preset} wants {kind} features, but {cache.root} "
+                  f"has none; for them download {repo} and run `cospeech prepare ... --audio-encoder {kind}=DIR`")
+
+
 def _check_resume_overrides(run: Path, spec: dict, overrides: dict) -> None:
     """A resumed run keeps its settings: an option given again must equal the run's (only --steps may change)."""
     saved = {**spec["train"], "backbone": spec["denoiser"].get("backbone")}
@@ -154,13 +187,16 @@ def _resume_log(run: Path, step: int) -> float:
 def train(
     data: str | Path | FeatureCache, run: str | Path, preset: str = "default", resume: bool = False,
     progress: bool = True, device: str = "cpu", settings: dict | None = None, devices: int | None = None,
-    num_nodes: int | None = None, precision: str = "auto", **overrides,
+    num_nodes: int | None = None, precision: str = "auto", audio_encoder=None, log: Callable[[str], None] | None = None,
+    **overrides,
 ) -> MotionGenerator:
     """Train on a prepared cache (its train split); returns the EMA model (on the CPU).
 
     device: cpu, cuda, cuda:N or auto. settings: preset fields replaced, {"section.field": value}
     (`Preset.override`, the CLI's --set). overrides: TrainConfig fields (steps, batch_size, lr,
-    seed, ...) and `backbone`, applied after the settings.
+    seed, ...) and `backbone`, applied after the settings. audio_encoder: the SSL encoder whose
+    cached stream to read (`KIND=DIR` or an `SslEncoder`; default: the preset's kind if the cache
+    holds it, else the mel path). log: where the run's notes go (default: stderr).
     devices, num_nodes: processes per node and nodes (`distributed.launch`; None: torchrun's, else
     1); more than one re-runs the current command per extra local process. precision: auto (bf16
     autocast on a GPU), 32 or bf16. The batch size is the global one, split over processes and
@@ -169,12 +205,21 @@ def train(
     fabric = distributed.launch(device, devices, num_nodes, precision)
     rank, world, leader = fabric.global_rank, fabric.world_size, fabric.is_global_zero
     dev = fabric.device
+    log = log or (lambda line: print(f"cospeech: {line}", file=sys.stderr, flush=True))
     cache = data if isinstance(data, FeatureCache) else load_cache(data, split="train")
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     spec = _resolve_run(run, cache, preset, overrides, resume, settings or {})
     if spec.get("parts"):  # a model of some parts (a face-only one) trains on their channels alone
         cache = cache.with_parts(spec["parts"])
+    if not resume:
+        spec["encoder"], spec["speech_features"] = _encoder_record(cache, preset, audio_encoder)
+    elif audio_encoder is not None and (spec.get("encoder") or {}).get("key") != \
+            _encoder_record(cache, preset, audio_encoder)[0]["key"]:
+        raise CospeechError(f"{run}: --audio-encoder names other weights than the run's; a resumed run keeps its settings")
+    encoder = spec.get("encoder")
+    if leader:
+        log(f"{run}: {spec.get('speech_features', 'speech features: the mel path')}")
     tcfg = TrainConfig.from_dict(spec["train"])
     dcfg = DiffusionConfig.from_dict(spec["diffusion"])
     micro = distributed.micro_batch(tcfg.batch_size, world, tcfg.grad_accum)
@@ -186,12 +231,13 @@ def train(
         origin=tuple(np.mean([t.meta["origin"] for t in cache.takes if "root_vel" in t.meta["parts"]]
                              or [[0.0, 0.0, 0.0]], axis=0).tolist()),
         audio=cache.audio_cfg, spec=cache.spec,
-        denoiser=DenoiserConfig(motion_dim=cache.spec.dim, audio_dim=cache.audio_cfg.dim, n_speakers=len(speakers),
-                                motion_parts={q.name: q.dim for q in cache.spec.parts}, **spec["denoiser"]),
-        diffusion=dcfg,
+        denoiser=DenoiserConfig(motion_dim=cache.spec.dim, audio_dim=cache.audio_cfg.dim + (encoder or {}).get("dim", 0),
+                                n_speakers=len(speakers), motion_parts={q.name: q.dim for q in cache.spec.parts},
+                                **spec["denoiser"]),
+        diffusion=dcfg, encoder=encoder,
     )
     motion_norm = cache.spec.fit_normalizer([t.motion for t in cache.takes], [t.mask for t in cache.takes])
-    audio_norm = Normalizer.fit([t.audio for t in cache.takes])
+    audio_norm = Normalizer.fit([condition_features(cache, t, encoder) for t in cache.takes])
     if not resume:
         spec["data"] = {"root": str(cache.root), "hash": cache.data_hash, "takes": len(cache.takes),
                         "frames": int(sum(t.n_frames for t in cache.takes))}
@@ -220,9 +266,9 @@ def train(
                       file=sys.stderr, flush=True)
     model, opt = fabric.setup(net, optimizer)  # DDP across processes; autocast when the precision is mixed
 
-    sampler = WindowSampler(cache, motion_norm, audio_norm, speakers, tcfg.window, tcfg.stride)
+    sampler = WindowSampler(cache, motion_norm, audio_norm, speakers, tcfg.window, tcfg.stride, encoder)
     scheduler = train_scheduler(dcfg)
-    generator = MotionGenerator(gcfg, ema.model, motion_norm, audio_norm)
+    generator = MotionGenerator(gcfg, ema.model, motion_norm, audio_norm, {"speech_features": spec.get("speech_features")})
     from tqdm import tqdm
 
     bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", disable=None if progress and leader else True)
@@ -271,7 +317,8 @@ def train(
     bar.close()
     distributed.check_same_weights(fabric, net, step, lambda line: print(line, file=sys.stderr, flush=True))
     generator.denoiser.cpu()
-    generator.info = {"training": {"step": step, "loss_smooth": smooth, "rank": rank, "world_size": world}}
+    generator.info = {"training": {"step": step, "loss_smooth": smooth, "rank": rank, "world_size": world},
+                      "speech_features": spec.get("speech_features")}
     return generator
 
 

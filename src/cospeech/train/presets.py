@@ -1,7 +1,9 @@
 """Training presets: named, frozen configurations (data, not code branches).
 
 `default` is the bundled model's configuration. Presets of the papers (DiffSHEG, DiffSpeaker,
-DiffMotion-v2, DiM-Gestor) are added here as data when their denoisers exist.
+DiffMotion-v2, DiM-Gestor) are data too, each with a `-tiny` variant for tests. A preset's
+`encoder` names the SSL speech encoder it wants (`audio.extractors.SSL_ENCODERS`); without those
+weights it trains on the mel path and says so.
 
 `Preset.override({"diffusion.prediction": "epsilon", "denoiser.dropout": 0.2})` returns a
 preset with fields of its sections (`train`, `diffusion`, `denoiser`) replaced: the experiment
@@ -57,6 +59,7 @@ class Preset:
     train: TrainConfig = TrainConfig()
     paper: str = ""  # the paper the preset follows, "" for our own
     parts: tuple[str, ...] | None = None  # the motion parts the model generates (None: all the cache holds)
+    encoder: str | None = None  # the SSL speech encoder it wants (hubert, wavlm, wav2vec2), None = the mel path
 
     def override(self, settings: Mapping[str, Any]) -> "Preset":
         """This preset with `section.field` settings replaced (sections: train, diffusion,
@@ -191,6 +194,44 @@ PRESETS: dict[str, Preset] = {
         train=TrainConfig(steps=300, batch_size=8, lr=2e-3, warmup=20, checkpoint_every=100, log_every=10, window=60),
         paper="DiffSHEG (arXiv 2401.04747)",
     ),
+    # DiffMotion-v2 (arXiv 2308.05995): WavLM Base+ features -> AdaLN transformer with causal attention, full body,
+    # epsilon-prediction, plain MSE (no velocity loss). The paper's sizes are not in our notes: width 256, 8 layers and
+    # 8 heads are ours. `causal` also makes the audio convolution read past frames only (and forbids the low-pass).
+    "diffmotion-v2": Preset(
+        "DiffMotion-v2: WavLM features -> AdaLN transformer with causal attention, width 256, 8 layers, "
+        "epsilon-prediction, DDIM 25",
+        denoiser=dict(backbone="transformer", width=256, depth=8, heads=8, dropout=0.1, causal=True, x_skip=True),
+        diffusion=DiffusionConfig(prediction="epsilon", sample_steps=25),
+        train=TrainConfig(steps=4000, batch_size=24, lr=2e-4, window=120),
+        encoder="wavlm", paper="DiffMotion-v2 (arXiv 2308.05995)",
+    ),
+    "diffmotion-v2-tiny": Preset(
+        "DiffMotion-v2 for tests: causal transformer, width 64, 2 layers, epsilon-prediction",
+        denoiser=dict(backbone="transformer", width=64, depth=2, heads=4, dropout=0.0, causal=True, x_skip=True),
+        diffusion=DiffusionConfig(prediction="epsilon", sample_steps=10),
+        train=TrainConfig(steps=300, batch_size=8, lr=1e-3, warmup=20, checkpoint_every=100, log_every=10, window=60),
+        encoder="wavlm", paper="DiffMotion-v2 (arXiv 2308.05995)",
+    ),
+    # DiM-Gestor (arXiv 2411.16729; no public code): AdaLN Mamba-2 blocks (our one-directional mixer) and the fuzzy
+    # feature extractor (`models/fuzzy.py`, where each choice the paper leaves open is written down). 12 blocks as
+    # its transformer twin (PG-12blocks); width 256 and epsilon-prediction (as DiffMotion-v2, the same group's model)
+    # are ours. The paper runs its extractor on a Chinese pre-trained speech model; WavLM Base+ stands in here.
+    "dim-gestor": Preset(
+        "DiM-Gestor: AdaLN Mamba-2, width 256, 12 blocks, fuzzy style extractor (Mamba-2 over WavLM features, "
+        "no speaker label), epsilon-prediction, DDIM 25",
+        denoiser=dict(backbone="mamba2", width=256, depth=12, dropout=0.1, fuzzy=dict(width=128, depth=2), x_skip=True),
+        diffusion=DiffusionConfig(prediction="epsilon", sample_steps=25),
+        train=TrainConfig(steps=4000, batch_size=24, lr=2e-4, window=120),
+        encoder="wavlm", paper="DiM-Gestor (arXiv 2411.16729)",
+    ),
+    "dim-gestor-tiny": Preset(
+        "DiM-Gestor for tests: AdaLN Mamba-2, width 64, 2 blocks, fuzzy extractor of width 32",
+        denoiser=dict(backbone="mamba2", width=64, depth=2, dropout=0.0,
+                      mixer=dict(d_state=16, head_dim=16, chunk=32, piece=64), fuzzy=dict(width=32, depth=1), x_skip=True),
+        diffusion=DiffusionConfig(prediction="epsilon", sample_steps=10),
+        train=TrainConfig(steps=300, batch_size=8, lr=1e-3, warmup=20, checkpoint_every=100, log_every=10, window=60),
+        encoder="wavlm", paper="DiM-Gestor (arXiv 2411.16729)",
+    ),
 }
 
 
@@ -234,5 +275,6 @@ def catalogue() -> list[dict]:
             "depth": den.depth, "heads": den.heads, "prediction": p.diffusion.prediction, "sampler": p.diffusion.sampler,
             "sample_steps": p.diffusion.sample_steps, "window": p.train.window, "motion": f"{den.motion_dim} channels"
             + (f" ({', '.join(p.parts)})" if p.parts else ""), "description": p.description,
+            "encoder": p.encoder,
         })
     return rows
