@@ -9,6 +9,7 @@ publishes no code. What it leaves open, and what we chose:
 - one shared trunk for both components (a linear projection, then `depth` pre-norm residual
   Mamba-2 layers); the two components read the same trunk, which keeps the extractor small;
 - Mamba-2 layers scan both ways (`bidirectional`): the extractor sees a whole utterance offline;
+  it stores its activations in training (no recompute): it is small and reads training windows;
 - local features: the trunk's output per frame (B, T, F), concatenated to the speech features
   that form each frame's input token;
 - global style: the trunk's output mean-pooled over the real frames of the utterance (B, F),
@@ -65,7 +66,7 @@ class FuzzyExtractor(nn.Module):
         self.opts = opts
         f = opts.width
         mixer = Mamba2Options(d_state=opts.d_state, expand=2, head_dim=opts.head_dim, chunk=32, piece=64,
-                              bidirectional=True, kernel="torch")
+                              bidirectional=True, recompute=False, kernel="torch")
         self.inp = nn.Linear(audio_dim, f)
         self.norms = nn.ModuleList(nn.LayerNorm(f) for _ in range(opts.depth))
         self.layers = nn.ModuleList(Mamba2Mixer(f, mixer) for _ in range(opts.depth))
