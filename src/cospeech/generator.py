@@ -166,7 +166,8 @@ class GeneratorConfig:
 def grid_stream(feats: np.ndarray, rate: float, start: float, n_frames: int, fps: float) -> np.ndarray:
     """A stream's frames (Ta, C) at `rate` Hz, frame j covering [start + j / rate, ...) seconds,
     averaged onto n_frames motion frames at fps -> (T, C) float32 (`Stream.to_motion_grid`)."""
-    s = Stream(torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))[None], float(rate), float(start))
+    # torch.tensor copies: cached arrays are read-only
+    s = Stream(torch.tensor(np.asarray(feats, dtype=np.float32))[None], float(rate), float(start))
     return s.to_motion_grid(n_frames, fps)[0].numpy()
 
 
