@@ -4,10 +4,10 @@ forward(x_t, t, cond, mask) -> (B, T, D), D = face channels + gesture channels (
 comes from `DenoiserConfig.motion_parts` and the `face` option: jaw and expression by default,
 everything else is gesture).
 
-- Multi-scale speech: the low-level features (the cache's log-mel and friends, through a
-  convolution) go through a trainable mid-level transformer that both branches share. The
-  paper's high-level stream, HuBERT, is concatenated to the low-level features there when an SSL
-  stream is in the condition; until the cache carries one, the mel path alone is used.
+- Multi-scale speech: the low-level features (the cache's log-mel and friends) and the paper's
+  high-level stream, HuBERT (the cache's SSL stream, averaged onto each motion frame and appended
+  to them; without one, the mel path alone), through a convolution and a trainable mid-level
+  transformer that both branches share.
 - UniEG: an expression branch denoises the face from its noisy face and the speech; a gesture
   branch denoises the rest from its noisy gesture, the speech, and the expression branch's
   prediction, **detached**, at every step: no gradient of the gesture loss reaches the expression

@@ -11,10 +11,10 @@ fixed biases steer where attention goes:
   tokens. The paper denoises in parallel; we make the bias symmetric (no causal mask), our choice.
 - cross-attention, the alignment bias: motion frame i attends to the condition tokens and to its
   own audio window only, the speech frames within `align_radius` of frame i on the motion grid
-  (-inf elsewhere). The speech features here are the cache's (log-mel and friends averaged over
-  each motion frame, so frame i's window is exactly the speech during frame i). The paper's
-  HuBERT / wav2vec2 features at 50 Hz plug in as a `Stream`: `Stream.frame_ranges` gives the 50 Hz
-  frames that overlap motion frame i, the same window at the encoder's rate.
+  (-inf elsewhere). The speech features are the cache's (log-mel and friends, and the paper's
+  HuBERT frames at 50 Hz when the cache holds that SSL stream), each averaged over its motion
+  frame, so frame i's window is exactly the speech during frame i (`Stream.frame_ranges` names the
+  50 Hz frames that overlap it).
 
 With one layer (the paper's size) a frame's output depends on no speech outside its window; with
 more, self-attention of later layers passes speech between frames.

@@ -154,8 +154,9 @@ PRESETS: dict[str, Preset] = {
         train=TrainConfig(steps=300, batch_size=8, lr=1e-3, warmup=20, checkpoint_every=100, log_every=10, window=60),
     ),
     # DiffSpeaker (paper sizes: its VOCASET configuration). Face only: the model generates jaw and
-    # expression; the body of its output is the SMPL-X rest pose. Its speech encoder (wav2vec2 /
-    # HuBERT at 50 Hz) plugs in as an SSL stream; until then the cache's speech features.
+    # expression; the body of its output is the SMPL-X rest pose. Its speech encoder (HuBERT, one of
+    # the paper's two) is the cache's SSL stream, its frames averaged onto each motion frame beside the
+    # mel features (so frame i's window holds the SSL frames of its interval); without it, the mel path.
     "diffspeaker": Preset(
         "face only (jaw + expression): biased conditional attention (style and step tokens prepended to self- and "
         "cross-attention, each frame attends to its own speech only), width 512, 1 layer, x0-prediction, DDIM 50",
@@ -163,7 +164,7 @@ PRESETS: dict[str, Preset] = {
                       mixer=dict(period=30, align_radius=0)),
         diffusion=DiffusionConfig(prediction="sample", sample_steps=50, velocity_weight=1.0, cond_dropout=0.0),
         train=TrainConfig(steps=5000, batch_size=32, lr=1e-4, window=150),
-        paper="DiffSpeaker (arXiv 2402.05712)", parts=("jaw", "expression"),
+        encoder="hubert", paper="DiffSpeaker (arXiv 2402.05712)", parts=("jaw", "expression"),
     ),
     "diffspeaker-tiny": Preset(
         "diffspeaker for tests: width 64, 1 layer, DDIM 10",
@@ -171,10 +172,10 @@ PRESETS: dict[str, Preset] = {
                       mixer=dict(period=30, align_radius=0)),
         diffusion=DiffusionConfig(prediction="sample", sample_steps=10, velocity_weight=1.0, cond_dropout=0.0),
         train=TrainConfig(steps=300, batch_size=8, lr=2e-3, warmup=20, checkpoint_every=100, log_every=10, window=60),
-        paper="DiffSpeaker (arXiv 2402.05712)", parts=("jaw", "expression"),
+        encoder="hubert", paper="DiffSpeaker (arXiv 2402.05712)", parts=("jaw", "expression"),
     ),
     # DiffSHEG (paper sizes; its SHOW window, 88 frames at 30 fps). Its HuBERT stream joins the mel
-    # features in the shared speech encoder once the cache carries an SSL stream.
+    # features in the shared speech encoder (the cache's SSL stream; without it, the mel path).
     "diffsheg": Preset(
         "joint expression + gesture, UniEG: the expression branch's prediction, detached, conditions the gesture "
         "branch; shared mid-level speech transformer; AdaIN style blocks (person id + step); 8 layers, width 512, "
@@ -183,7 +184,7 @@ PRESETS: dict[str, Preset] = {
                       mixer=dict(face=["jaw", "expression"], audio_layers=2)),
         diffusion=DiffusionConfig(prediction="epsilon", sample_steps=25, cond_dropout=0.0),
         train=TrainConfig(steps=5000, batch_size=32, lr=3e-4, window=88),
-        paper="DiffSHEG (arXiv 2401.04747)",
+        encoder="hubert", paper="DiffSHEG (arXiv 2401.04747)",
     ),
     "diffsheg-tiny": Preset(
         "diffsheg for tests: width 64, 2 layers per branch, 1 speech layer, x0-prediction (a width-64 branch cannot "
@@ -192,7 +193,7 @@ PRESETS: dict[str, Preset] = {
                       mixer=dict(face=["jaw", "expression"], audio_layers=1)),
         diffusion=DiffusionConfig(prediction="sample", sample_steps=10, velocity_weight=1.0, cond_dropout=0.0),
         train=TrainConfig(steps=300, batch_size=8, lr=2e-3, warmup=20, checkpoint_every=100, log_every=10, window=60),
-        paper="DiffSHEG (arXiv 2401.04747)",
+        encoder="hubert", paper="DiffSHEG (arXiv 2401.04747)",
     ),
     # DiffMotion-v2 (arXiv 2308.05995): WavLM Base+ features -> AdaLN transformer with causal attention, full body,
     # epsilon-prediction, plain MSE (no velocity loss). The paper's sizes are not in our notes: width 256, 8 layers and
