@@ -26,6 +26,7 @@ def cache(cache_dir):
     return load_cache(cache_dir)
 
 
+@pytest.mark.slow  # 40-190 s each on the shared 2-core machine (per-op overhead, not the batch: batch 4 took as long)
 @pytest.mark.parametrize("preset", TINY)
 def test_loss_falls_fivefold_on_one_real_window(cache, tmp_path, preset):
     one = windows_of(cache, [600])
