@@ -141,6 +141,27 @@ def test_presets_are_data():
         get_preset("nope")
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("steps", 0, "steps must be a whole number ≥ 1, got 0"), ("batch_size", 0, "batch size must be"),
+    ("grad_accum", 0, "grad accum must be"), ("window", 1, "window must be a whole number ≥ 2"),
+    ("lr", 0.0, "learning rate must be a positive number"), ("lr", float("nan"), "learning rate"),
+    ("steps", 2.5, "steps must be a whole number"), ("keep_checkpoints", -1, "keep checkpoints must be"),
+])
+def test_training_settings_that_cannot_train_are_refused(field, value, message):
+    with pytest.raises(CospeechError, match=message):
+        replace(get_preset("tiny").train, **{field: value})
+    replace(get_preset("tiny").train, window=None, stride=None, overlap=None)  # None = the cache's, allowed
+
+
+def test_zero_steps_is_a_one_line_error_before_any_file(cache_dir, tmp_path, capsys):
+    """A zero-step run used to end in a traceback after writing run.json."""
+    from cospeech.cli.main import main
+
+    assert main(["train", "--data", str(cache_dir), "-o", str(tmp_path / "run"), "--steps", "0"]) == 1
+    assert capsys.readouterr().err.strip() == "cospeech: error: training steps must be a whole number ≥ 1, got 0"
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_refuses_changed_settings(cache, tmp_path):
     data = windows_of(cache, [0])
     train(data, tmp_path / "r", preset="tiny", steps=2, progress=False)

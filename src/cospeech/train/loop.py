@@ -208,8 +208,8 @@ def train(
     log = log or (lambda line: print(f"cospeech: {line}", file=sys.stderr, flush=True))
     cache = data if isinstance(data, FeatureCache) else load_cache(data, split="train")
     run = Path(run)
+    spec = _resolve_run(run, cache, preset, overrides, resume, settings or {})  # settings checked before any file
     run.mkdir(parents=True, exist_ok=True)
-    spec = _resolve_run(run, cache, preset, overrides, resume, settings or {})
     if spec.get("parts"):  # a model of some parts (a face-only one) trains on their channels alone
         cache = cache.with_parts(spec["parts"])
     if not resume:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
@@ -42,6 +43,18 @@ class TrainConfig:
     stride: int | None = None  # frames between window starts; None = the cache's
     overlap: int | None = None  # frames shared by windows at generation; None = window // 4
     grad_accum: int = 1  # forward/backward passes per optimiser step; the batch (global) is split over them
+
+    def __post_init__(self):
+        least = {"steps": 1, "batch_size": 1, "warmup": 0, "checkpoint_every": 1, "keep_checkpoints": 0, "log_every": 1,
+                 "grad_accum": 1, "window": 2, "stride": 1, "overlap": 0}
+        for name, low in least.items():
+            value = getattr(self, name)
+            if value is None and name in ("window", "stride", "overlap"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise CospeechError(f"training {name.replace('_', ' ')} must be a whole number ≥ {low}, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise CospeechError(f"training learning rate must be a positive number, got {self.lr!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
