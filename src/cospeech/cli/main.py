@@ -224,8 +224,10 @@ def _presets(args) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     print(f"parameters: the denoiser for SMPL-X + FLAME motion, the default speech features, {CATALOGUE_SPEAKERS} speakers")
+    name_w, paper_w = (max(len(r[k]) for r in rows) for k in ("preset", "paper"))
     for r in rows:
-        print(f"{r['preset']:<18} {r['paper']:<30} {r['params'] / 1e6:8.2f} M  {r['backbone']}, width {r['width']}, "
+        print(f"{r['preset']:<{name_w}}  {r['paper']:<{paper_w}} {r['params'] / 1e6:7.2f} M  "
+              f"{r['backbone']}, width {r['width']}, "
               f"depth {r['depth']}, {r['heads']} heads, predicts {r['prediction']}, {r['sampler']} {r['sample_steps']}, "
               f"window {r['window']}, motion {r['motion']}")
     return 0
