@@ -134,13 +134,22 @@ def test_formats_come_from_the_registry(capsys):
         assert f"{name}:" in help_text
 
 
-def test_exporter_says_which_block_a_model_lacks(tmp_path, model, speech):
+def test_a_face_only_motion_writes_its_body_at_rest(tmp_path, model, speech):
+    """An SMPL-X motion of the face alone (a DiffSpeaker model's: its body decodes to the rest
+    pose) is written, body at rest and jaw as generated, where it used to be refused; motion that
+    is not SMPL-X and has no body still is (test_export_cli, test_kinds)."""
+    from cospeech.motion.bvh import read_bvh_smplx
+
     motion = model.generate(*speech, steps=2)
-    faceless = type(motion)(motion.poses, motion.trans, motion.expressions, motion.fps,
-                            parts=frozenset({"expression", "jaw"}))
-    with pytest.raises(CospeechError, match="no body.*bvh export"):
-        export(faceless, ("npz", "bvh"), tmp_path, "x")
-    assert list(tmp_path.iterdir()) == []  # checked before the first file is written
+    jaw = 22
+    poses = np.zeros_like(motion.poses)
+    poses[:, jaw] = motion.poses[:, jaw]
+    face_only = type(motion)(poses, motion.trans, motion.expressions, motion.fps, parts=frozenset({"expression", "jaw"}))
+    export(face_only, ("npz", "bvh"), tmp_path, "x")
+    back = read_bvh_smplx(tmp_path / "x.bvh")
+    assert np.abs(back.poses[:, [j for j in range(55) if j != jaw]]).max() < 1e-6  # the body at rest
+    np.testing.assert_allclose(back.poses[:, jaw], motion.poses[:, jaw], atol=1e-4)
+    assert np.ptp(motion.poses[:, jaw]) > 1e-3  # the jaw moves: the check is not passed by a still face
 
 
 def test_library_call_matches_the_cli(tmp_path, model):
