@@ -47,8 +47,11 @@ N_EXPRESSION_BARS = 10
 # frown), the third raises the brows. The bars show the coefficients themselves.
 FACE_MAPPING = {"mouth_width": 0, "mouth_corners": 1, "brows": 2}
 # x264 settings: `ultrafast` takes about half the encoder time of `veryfast` on these frames (a
-# 62 s preview: 12.5 MiB instead of 4.7 MiB), and encoding is most of a preview's time
-ENCODER = ("-preset", "ultrafast")
+# 62 s preview: 12.5 MiB instead of 4.7 MiB), and encoding is most of a preview's time. One
+# encoder thread: the drawing keeps one core busy, and x264's own threads (one per core and
+# more) fought it for the other — a 62 s preview on an idle 2-core machine took 4.4-6.1 s with
+# them and 3.1-4.2 s with one (three runs each, interleaved)
+ENCODER = ("-preset", "ultrafast", "-threads", "1")
 
 
 def _colours(names) -> list[str]:
