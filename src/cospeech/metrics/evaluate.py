@@ -123,6 +123,10 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
     """Evaluate `model` and the controls on the `split` takes of `cache`; returns the report dict."""
     if samples < 1:
         raise CospeechError("--samples must be ≥ 1")
+    if cache.spec != model.cfg.spec and set(model.cfg.spec.names) < set(cache.spec.names):
+        raise CospeechError(f"the model generates only {', '.join(model.cfg.spec.names)} of the cache's "
+                            f"{', '.join(cache.spec.names)}; evaluate does not take a model of some parts yet "
+                            "(a face-only model's body metrics would be those of a body at rest)")
     if cache.audio_cfg != model.cfg.audio or abs(cache.fps - model.cfg.fps) > 1e-6 or cache.spec != model.cfg.spec:
         raise CospeechError(f"{cache.root}: prepared with other fps, features or motion spec than the model uses")
     evaluator.check_spec(cache.spec)
