@@ -243,3 +243,35 @@ def test_resampling_settings_are_checked():
         with pytest.raises(CospeechError, match="jump length must be ≥ 1"):
             sample(CleanFromAudio(), audio_rows(), (2, 8, 3), DiffusionConfig(), gen(), steps=4,
                    jump_length=length, jump_count=count)
+
+
+class EpsilonOffBy:
+    """An ε-predicting stand-in whose ε is the exact one for clean motion = the row's audio, plus
+    a constant error: what a well-trained but imperfect ε-model does."""
+
+    def __init__(self, cfg: DiffusionConfig, error: float):
+        self.ab, self.error = train_scheduler(cfg).alphas_cumprod, error
+
+    def __call__(self, x, t, cond, mask):
+        ab = self.ab[t][:, None, None].to(x.dtype)
+        return (x - ab.sqrt() * cond.audio) / (1 - ab).sqrt() + self.error
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("steps", [10, 25])
+def test_an_epsilon_model_s_small_error_stays_small(sampler, steps):
+    """The cosine schedule ends at ᾱ = 2.4e-9: starting an ε-model there turned an ε error of
+    0.01 into x0 errors of hundreds. Its sampled timesteps start a stride lower, so the error
+    stays of its own size; x0 models still start at the last step."""
+    cfg = DiffusionConfig(prediction="epsilon")
+    cond = audio_rows(scale=2.0)
+    out = sample(EpsilonOffBy(cfg, 0.01), cond, (2, 8, 3), cfg, gen(), steps=steps, sampler=sampler)
+    assert (out - cond.audio).abs().max() < 0.1
+    exact = sample(EpsilonOffBy(cfg, 0.0), cond, (2, 8, 3), cfg, gen(), steps=steps, sampler=sampler)
+    torch.testing.assert_close(exact, cond.audio, rtol=1e-3, atol=1e-3)
+    sched = sample_scheduler(cfg, sampler)
+    sched.set_timesteps(steps)
+    assert train_scheduler(cfg).alphas_cumprod[int(sched.timesteps[0])] > 1e-3
+    x0_sched = sample_scheduler(DiffusionConfig(), sampler)
+    x0_sched.set_timesteps(steps)
+    assert int(x0_sched.timesteps[0]) == 999

@@ -105,13 +105,20 @@ def _scheduler(cfg: DiffusionConfig, sampler: str):
     base = dict(
         num_train_timesteps=cfg.train_steps, beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction,
     )
+    # Where the sampled timesteps sit. "trailing" starts at the last training step (pure noise),
+    # right for x0 and v: their x0 estimate is bounded there. An ε-model's x0 estimate is
+    # (x_t - √(1-ᾱ) ε̂) / √ᾱ, and this cosine schedule ends at ᾱ = 2.4e-9, so an ε error of 0.01
+    # at t = 999 became an x0 error of ~200 (the ε presets' samples reached |z| ~ 100-4000 in
+    # normalised units); "leading" starts a stride lower (t = 900 for 10 steps, ᾱ = 0.024), as
+    # DDIM's ε codebases do
+    spacing = "leading" if cfg.prediction == "epsilon" else "trailing"
     if sampler == "ddim":
         return _scheduler_class("DDIMScheduler")(**base, clip_sample=False, set_alpha_to_one=True,
-                                                 timestep_spacing="trailing")
+                                                 timestep_spacing=spacing)
     if sampler == "ddpm":
-        return _scheduler_class("DDPMScheduler")(**base, clip_sample=False, timestep_spacing="trailing")
+        return _scheduler_class("DDPMScheduler")(**base, clip_sample=False, timestep_spacing=spacing)
     if sampler == "dpmsolver":
-        return _scheduler_class("DPMSolverMultistepScheduler")(**base, timestep_spacing="trailing")
+        return _scheduler_class("DPMSolverMultistepScheduler")(**base, timestep_spacing=spacing)
     raise CospeechError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
 
 
