@@ -28,6 +28,16 @@ def split_from_path(rel: Path) -> str | None:
     return None
 
 
+def nested_take(dataset: str, root: Path, bvh: Path, audio: Path, speaker: str, splits: dict[str, str]) -> Take:
+    """A take found in `<...>/<motion folder>/<take>.bvh` under `root`: its id is the path above the
+    motion folder plus the stem; its split from the dataset's split file (by id, then stem), else
+    from the folder names (`split_from_path`), else train."""
+    rel = bvh.relative_to(root)
+    take_id = "/".join((*rel.parts[:-2], bvh.stem))
+    split = splits.get(take_id, splits.get(bvh.stem, split_from_path(rel) or "train"))
+    return Take(dataset, take_id, speaker, split, bvh, audio)
+
+
 def load_bvh_motion(take: Take) -> SmplxMotion:
     """The take's BVH (at `take.fps` when given, else its header's rate) as SMPL-X."""
     bvh = read_bvh(take.motion_path, fps=take.fps)

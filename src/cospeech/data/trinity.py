@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import CospeechError
 from .base import Take, find_audio, read_split_file, require_folder, warn_skipped
-from .bvh import load_bvh_motion, split_from_path
+from .bvh import load_bvh_motion, nested_take
 
 NAME = "trinity"
 
@@ -32,10 +32,7 @@ def takes(root: str | Path) -> list[Take]:
             if audio is None:
                 skipped.append(bvh.stem)
                 continue
-            rel = bvh.relative_to(root)
-            take_id = "/".join((*rel.parts[:-2], bvh.stem))
-            split = splits.get(take_id, splits.get(bvh.stem, split_from_path(rel) or "train"))
-            out.append(Take(NAME, take_id, "trinity", split, bvh, audio))
+            out.append(nested_take(NAME, root, bvh, audio, "trinity", splits))
     warn_skipped(NAME, skipped)
     return out
 

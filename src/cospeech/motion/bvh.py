@@ -147,8 +147,9 @@ class BvhFile:
                     out[:, j, "XYZ".index(name[0])] = vals
         return out
 
-    def positions(self) -> np.ndarray:
-        """(T, J, 3) world joint positions by forward kinematics, in the file's unit."""
+    def world(self) -> tuple[np.ndarray, np.ndarray]:
+        """Forward kinematics: (T, J, 3, 3) world rotations and (T, J, 3) world joint positions,
+        in the file's unit."""
         rot, trans = self.rotations(), self.translations()
         world_r = np.empty_like(rot)
         pos = np.empty_like(trans)
@@ -158,7 +159,11 @@ class BvhFile:
             else:
                 world_r[:, j] = world_r[:, p] @ rot[:, j]
                 pos[:, j] = pos[:, p] + np.einsum("tab,tb->ta", world_r[:, p], trans[:, j])
-        return pos
+        return world_r, pos
+
+    def positions(self) -> np.ndarray:
+        """(T, J, 3) world joint positions by forward kinematics, in the file's unit."""
+        return self.world()[1]
 
     def skeleton(self, scale: float = 0.01) -> Skeleton:
         """The hierarchy as a `Skeleton` (offsets × scale: 0.01 turns centimetres into metres)."""

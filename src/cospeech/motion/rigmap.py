@@ -165,15 +165,8 @@ def rig_to_smplx(bvh, min_mapped: int = 10):
     hips_pos, lowest = np.empty((t, 3)), np.empty(t)
     for start in range(0, t, BLOCK_FRAMES):
         part = replace(bvh, values=bvh.values[start:start + BLOCK_FRAMES])
-        rot, trans = part.rotations(), part.translations()  # (B, J, 3, 3) local, (B, J, 3)
-        w_rig, pos = np.empty_like(rot), np.empty_like(trans)
-        for j, p in enumerate(bvh.parents):
-            if p < 0:
-                w_rig[:, j], pos[:, j] = rot[:, j], trans[:, j]
-            else:
-                w_rig[:, j] = w_rig[:, p] @ rot[:, j]
-                pos[:, j] = pos[:, p] + np.einsum("tab,tb->ta", w_rig[:, p], trans[:, j])
-        w_src = np.empty((len(rot), n, 3, 3))
+        w_rig, pos = part.world()  # (B, J, 3, 3) world rotations, (B, J, 3) positions
+        w_src = np.empty((len(w_rig), n, 3, 3))
         local = np.empty_like(w_src)
         for s, p in enumerate(SMPLX_PARENTS):
             if s in mapping:
@@ -181,8 +174,8 @@ def rig_to_smplx(bvh, min_mapped: int = 10):
             else:
                 w_src[:, s] = w_src[:, p] if p >= 0 else np.eye(3)
             local[:, s] = w_src[:, s] if p < 0 else np.swapaxes(w_src[:, p], -1, -2) @ w_src[:, s]
-        stop = start + len(rot)
-        poses[start:stop] = Rotation.from_matrix(local.reshape(-1, 3, 3)).as_rotvec().reshape(len(rot), n, 3)
+        stop = start + len(w_rig)
+        poses[start:stop] = Rotation.from_matrix(local.reshape(-1, 3, 3)).as_rotvec().reshape(len(w_rig), n, 3)
         hips_pos[start:stop], lowest[start:stop] = pos[:, hips], pos[:, :, 1].min(axis=1)
     floor_rig = np.percentile(lowest, 1)
     ratio = hip_height_ratio(mapping, bvh.parents, bvh.offsets)
