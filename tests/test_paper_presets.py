@@ -59,11 +59,19 @@ def test_trains_and_generates_through_the_cli(cache_dir, tmp_path, preset, capsy
         assert np.array_equal(body, np.zeros_like(body))
         assert np.abs(bvh.poses[:, 1:22]).max() < 1e-4
         assert np.abs(npz["expressions"]).max() > 1e-4
-        # evaluate says plainly that it cannot rank a model of some parts yet (no traceback, no wrong numbers)
+        # evaluate measures a face-only model on the face: the face metrics, no gesture numbers of a body at rest
         capsys.readouterr()
-        assert main(["evaluate", str(run), "--data", str(cache_dir), "--split", "train", "--samples", "1"]) == 1
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("cospeech: error: the model generates only jaw, expression") and "\n" not in err
+        report_path = tmp_path / "face.json"
+        assert main(["evaluate", str(run), "--data", str(cache_dir), "--split", "train", "--samples", "1",
+                     "--json", str(report_path)]) == 0
+        report = json.loads(report_path.read_text())
+        assert set(report["metrics"]) == {"FED", "FaceMSE", "FaceLVD", "LVE-FLAME", "FDD-FLAME"}
+        assert report["protocol"]["generated_parts"] == ["jaw", "expression"]
+        truth, model = report["results"]["ground truth"], report["results"]["model"]
+        assert truth["FaceMSE"]["mean"] == 0 and truth["FED"]["mean"] < 1e-6
+        assert model["FaceMSE"]["mean"] > 0 and model["FED"]["mean"] > 1e-3
+        assert set(report["verdict"]) == {f"{m} vs {c}" for m in ("FED", "FaceMSE")
+                                          for c in ("random real clip", "shuffled audio")}
     else:
         assert np.abs(body).max() > 1e-3
 

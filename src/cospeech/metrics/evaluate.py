@@ -60,6 +60,26 @@ METRICS = {
 }
 
 
+GESTURE_METRICS = ("FGD", "BeatAlign", "Diversity", "L1div", "Jerk")  # need the evaluator's gesture parts
+FACE_METRICS = ("FED", "FaceMSE", "FaceLVD", "LVE-FLAME", "FDD-FLAME")  # need its face parts (jaw, expression)
+
+
+def measured_metrics(generated, evaluator: MotionEvaluator) -> dict:
+    """The metrics (name -> (direction, description)) that say something about a model that
+    generates the parts `generated`: a face-only model (DiffSpeaker) is measured on the face, a
+    body-only one on the gesture; FMD needs both. Every metric for a model of all parts."""
+    has = set(generated)
+    gesture, face = set(evaluator.cfg.gesture_parts) <= has, set(evaluator.cfg.face_parts) <= has
+    keep = {"FMD"} if gesture and face else set()
+    keep |= set(GESTURE_METRICS) if gesture else set()
+    keep |= set(FACE_METRICS) if face else set()
+    if not keep:
+        raise CospeechError(f"the model generates {', '.join(sorted(has))}: neither the evaluator's gesture parts "
+                            f"({', '.join(evaluator.cfg.gesture_parts)}) nor its face parts "
+                            f"({', '.join(evaluator.cfg.face_parts)}), so no metric applies")
+    return {k: v for k, v in METRICS.items() if k in keep}
+
+
 @dataclass(frozen=True)
 class Clip:
     """One evaluated clip: its cached features and derived ground truth."""
@@ -68,14 +88,23 @@ class Clip:
     positions: np.ndarray  # (T, 55, 3) ground-truth joints
 
 
-def _positions(model: MotionGenerator, feats: np.ndarray) -> np.ndarray:
-    motion = model.cfg.spec.decode(feats, model.cfg.fps, origin=model.cfg.origin)
+@dataclass(frozen=True)
+class _Frame:
+    """How evaluated motion features (T, D) are read: the cache's spec, its fps, the root's origin."""
+
+    spec: object
+    fps: float
+    origin: tuple
+
+
+def _positions(frame: _Frame, feats: np.ndarray) -> np.ndarray:
+    motion = frame.spec.decode(feats, frame.fps, origin=frame.origin)
     return joint_positions(motion.poses, motion.trans, smplx_skeleton())
 
 
-def _face(model: MotionGenerator, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _face(frame: _Frame, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(jaw axis-angle + expression (T, 103), expression (T, 100)) from motion features."""
-    return flame_face(model.cfg.spec.decode(feats, model.cfg.fps))
+    return flame_face(frame.spec.decode(feats, frame.fps))
 
 
 def _ci95(values: list[float]) -> tuple[float, float]:
@@ -88,31 +117,36 @@ def _ci95(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), float(half)
 
 
-def _metrics(model, evaluator, clips: list[Clip], motions: list[np.ndarray], gt_feats, mean_speed) -> dict:
-    """All metrics of one repetition: `motions[i]` (T_i, D) generated for `clips[i]`."""
-    fps = model.cfg.fps
-    feats = [evaluator.features(m, spec=model.cfg.spec) for m in motions]
+def _metrics(frame: _Frame, evaluator, clips: list[Clip], motions: list[np.ndarray], gt_feats, mean_speed,
+             names=METRICS) -> dict:
+    """The metrics `names` of one repetition: `motions[i]` (T_i, D) generated for `clips[i]`."""
+    fps = frame.fps
+    feats = [evaluator.features(m, spec=frame.spec) for m in motions]
     cat = {k: np.concatenate([f[k] for f in feats]) for k in ("gesture", "face", "motion")}
     upper = list(UPPER_BODY)
     out = {
-        "FGD": frechet_distance_of(cat["gesture"], gt_feats["gesture"]),
-        "FED": frechet_distance_of(cat["face"], gt_feats["face"]),
-        "FMD": frechet_distance_of(cat["motion"], gt_feats["motion"]),
-        "Diversity": feature_diversity(cat["gesture"]),
+        "FGD": lambda: frechet_distance_of(cat["gesture"], gt_feats["gesture"]),
+        "FED": lambda: frechet_distance_of(cat["face"], gt_feats["face"]),
+        "FMD": lambda: frechet_distance_of(cat["motion"], gt_feats["motion"]),
+        "Diversity": lambda: feature_diversity(cat["gesture"]),
     }
-    per_clip = {k: [] for k in ("BeatAlign", "L1div", "Jerk", "FaceMSE", "FaceLVD", "LVE-FLAME", "FDD-FLAME")}
+    out = {k: f() for k, f in out.items() if k in names}
+    per_clip = {k: [] for k in ("BeatAlign", "L1div", "Jerk", "FaceMSE", "FaceLVD", "LVE-FLAME", "FDD-FLAME")
+                if k in names}
     for clip, m in zip(clips, motions):
-        pos = _positions(model, m)
-        rel = pos[:, upper] - pos[:, :1]  # upper body relative to the pelvis
-        per_clip["BeatAlign"].append(beat_align(clip.take.onsets, pos, fps, mean_speed=mean_speed))
-        per_clip["L1div"].append(l1_diversity(rel))
-        per_clip["Jerk"].append(jerk(rel, fps))
-        lips, expr = _face(model, m)
-        gt_lips, gt_expr = _face(model, clip.take.motion)
-        per_clip["FaceMSE"].append(mse(expr, gt_expr))
-        per_clip["FaceLVD"].append(velocity_difference(expr, gt_expr))
-        per_clip["LVE-FLAME"].append(lip_error(lips, gt_lips, range(lips.shape[1])))
-        per_clip["FDD-FLAME"].append(upper_face_dynamics_deviation(expr, gt_expr, range(expr.shape[1])))
+        if "Jerk" in per_clip:
+            pos = _positions(frame, m)
+            rel = pos[:, upper] - pos[:, :1]  # upper body relative to the pelvis
+            per_clip["BeatAlign"].append(beat_align(clip.take.onsets, pos, fps, mean_speed=mean_speed))
+            per_clip["L1div"].append(l1_diversity(rel))
+            per_clip["Jerk"].append(jerk(rel, fps))
+        if "FaceMSE" in per_clip:
+            lips, expr = _face(frame, m)
+            gt_lips, gt_expr = _face(frame, clip.take.motion)
+            per_clip["FaceMSE"].append(mse(expr, gt_expr))
+            per_clip["FaceLVD"].append(velocity_difference(expr, gt_expr))
+            per_clip["LVE-FLAME"].append(lip_error(lips, gt_lips, range(lips.shape[1])))
+            per_clip["FDD-FLAME"].append(upper_face_dynamics_deviation(expr, gt_expr, range(expr.shape[1])))
     out.update({k: float(np.nanmean(v)) for k, v in per_clip.items()})
     return out
 
@@ -120,33 +154,53 @@ def _metrics(model, evaluator, clips: list[Clip], motions: list[np.ndarray], gt_
 def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvaluator, split: str = "test",
              samples: int = 3, seed: int = 0, steps: int | None = None, model_path: str | None = None, device: str = "cpu",
              progress: bool = True) -> dict:
-    """Evaluate `model` and the controls on the `split` takes of `cache`; returns the report dict."""
+    """Evaluate `model` and the controls on the `split` takes of `cache`; returns the report dict.
+
+    A model of some of the cache's parts (DiffSpeaker's face-only model) is measured on the
+    metrics of its parts only (`measured_metrics`); its motion joins the cache's channels with
+    the other parts at the evaluated takes' mean, which no reported metric reads.
+    """
     if samples < 1:
         raise CospeechError("--samples must be ≥ 1")
-    if cache.spec != model.cfg.spec and set(model.cfg.spec.names) < set(cache.spec.names):
-        raise CospeechError(f"the model generates only {', '.join(model.cfg.spec.names)} of the cache's "
-                            f"{', '.join(cache.spec.names)}; evaluate does not take a model of some parts yet "
-                            "(a face-only model's body metrics would be those of a body at rest)")
-    if cache.audio_cfg != model.cfg.audio or abs(cache.fps - model.cfg.fps) > 1e-6 or cache.spec != model.cfg.spec:
+    spec = cache.spec
+    partial = model.cfg.spec != spec
+    if partial:
+        if not set(model.cfg.spec.names) < set(spec.names) or spec.select(model.cfg.spec.names)[0] != model.cfg.spec:
+            raise CospeechError(f"{cache.root}: prepared with another motion spec than the model uses")
+        cols = spec.select(model.cfg.spec.names)[1]
+    if cache.audio_cfg != model.cfg.audio or abs(cache.fps - model.cfg.fps) > 1e-6:
         raise CospeechError(f"{cache.root}: prepared with other fps, features or motion spec than the model uses")
-    evaluator.check_spec(cache.spec)
+    evaluator.check_spec(spec)
+    names = measured_metrics(model.cfg.spec.names, evaluator)
+    frame = _Frame(spec, model.cfg.fps, tuple(model.cfg.origin))
     takes, short = evaluation_takes(cache, split, evaluator.cfg.window)
-    clips = [Clip(t, _positions(model, t.motion)) for t in takes]
-    gt_feats_each = [evaluator.features(t.motion, spec=cache.spec) for t in takes]
+    clips = [Clip(t, _positions(frame, t.motion)) for t in takes]
+    gt_feats_each = [evaluator.features(t.motion, spec=spec) for t in takes]
     gt_feats = {k: np.concatenate([f[k] for f in gt_feats_each]) for k in ("gesture", "face", "motion")}
     mean_speed = np.concatenate([joint_speed(c.positions, model.cfg.fps) for c in clips]).mean(0)
+    rest = np.concatenate([t.motion for t in takes]).mean(0) if partial else None  # (D,) the parts not generated
+
+    def whole(feats: np.ndarray) -> np.ndarray:
+        """Features of the model's parts (T, D') -> the cache's channels (T, D)."""
+        if not partial:
+            return feats
+        out = np.tile(rest, (len(feats), 1))
+        out[:, cols] = feats
+        return out
 
     features = {id(t): condition_features(cache, t, model.cfg.encoder) for t in cache.takes}  # (T, C) each
 
     def generate(audio: np.ndarray, s: int, speaker: str) -> np.ndarray:
         spk = speaker if speaker in model.cfg.speakers else None  # the take's own style when the model knows it
-        return model.sample_features(model.audio_norm.normalize(audio), seed=s, speaker=spk, steps=steps, device=device)
+        return whole(model.sample_features(model.audio_norm.normalize(audio), seed=s, speaker=spk, steps=steps,
+                                           device=device))
 
     rng = np.random.default_rng(seed)
     mean_pose = model.motion_norm.mean.copy()
     for part, sl in zip(model.cfg.spec.parts, model.cfg.spec.slices().values()):
         if part.kind == "velocity":
             mean_pose[sl] = 0.0  # a frozen body does not drift
+    mean_pose = whole(mean_pose[None])[0]
 
     def other_take(t: CachedTake) -> CachedTake:
         """A random other take of the cache (any split), long enough when one is."""
@@ -174,35 +228,39 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
 
     from tqdm import tqdm
 
+    def measure(motions: list[np.ndarray]) -> dict:
+        return _metrics(frame, evaluator, clips, motions, gt_feats, mean_speed, names)
+
     runs = {s: [] for s in SYSTEMS}
     bar = tqdm(total=samples * (2 * len(takes)) + 2, desc="evaluate", unit="clip", disable=None if progress else True)
-    runs["ground truth"].append(_metrics(model, evaluator, clips, [t.motion for t in takes], gt_feats, mean_speed))
-    runs["mean pose"].append(_metrics(model, evaluator, clips, [np.tile(mean_pose, (t.n_frames, 1)) for t in takes],
-                                      gt_feats, mean_speed))
+    runs["ground truth"].append(measure([t.motion for t in takes]))
+    runs["mean pose"].append(measure([np.tile(mean_pose, (t.n_frames, 1)) for t in takes]))
     bar.update(2)
     for r in range(samples):
         gen = []
         for t in takes:
             gen.append(generate(features[id(t)], seed + r, t.meta["speaker"]))
             bar.update(1)
-        runs["model"].append(_metrics(model, evaluator, clips, gen, gt_feats, mean_speed))
-        runs["random real clip"].append(_metrics(model, evaluator, clips, [real_clip(t) for t in takes], gt_feats, mean_speed))
+        runs["model"].append(measure(gen))
+        runs["random real clip"].append(measure([real_clip(t) for t in takes]))
         shuf = []
         for i in range(len(takes)):
             shuf.append(generate(shuffled_audio(i), seed + r, takes[i].meta["speaker"]))
             bar.update(1)
-        runs["shuffled audio"].append(_metrics(model, evaluator, clips, shuf, gt_feats, mean_speed))
+        runs["shuffled audio"].append(measure(shuf))
     bar.close()
 
     results = {
         system: {m: dict(zip(("mean", "ci95"), _ci95([run[m] for run in reps])), values=[run[m] for run in reps])
-                 for m in METRICS}
+                 for m in names}
         for system, reps in runs.items()
     }
     protocol = evaluation_protocol(model, evaluator, takes, short, split, samples, seed, steps)
+    if partial:  # only then, so that the protocols (and hashes) of whole models stay as they were
+        protocol["generated_parts"] = list(model.cfg.spec.names)
     run = {"model": {"path": model_path, "sha256": _model_hash(model_path)}, "data_hash": data_hash(takes),
            "take_keys": {t.meta["id"]: t.meta["key"] for t in takes}, "device": device, "cospeech": __version__}
-    return {"protocol": protocol, "protocol_sha256": protocol_hash(protocol), "run": run, "metrics": METRICS,
+    return {"protocol": protocol, "protocol_sha256": protocol_hash(protocol), "run": run, "metrics": names,
             "results": results, "verdict": verdict(results)}
 
 
@@ -264,13 +322,16 @@ def _distance(metric: str, value: float, truth: float) -> float:
 
 
 def verdict(results: dict) -> dict:
-    """Does the model beat each control on the distribution metrics and on BeatAlign?
+    """Does the model beat each control on the distribution metrics and on BeatAlign (a
+    face-only model: on FED and FaceMSE)?
 
     Each metric is judged by its direction: FGD and FMD lower, BeatAlign nearer the ground truth's.
     """
     out = {}
+    measured = results["model"]
+    judged = [m for m in ("FGD", "FMD", "BeatAlign") if m in measured] or [m for m in ("FED", "FaceMSE") if m in measured]
     for control in ("random real clip", "shuffled audio"):
-        for m in ("FGD", "FMD", "BeatAlign"):
+        for m in judged:
             mod, ctl, truth = (results[s][m]["mean"] for s in ("model", control, "ground truth"))
             better = _distance(m, mod, truth) < _distance(m, ctl, truth)
             out[f"{m} vs {control}"] = {"model": mod, "control": ctl, "ground_truth": truth, "model_better": bool(better)}
@@ -286,7 +347,7 @@ def format_table(report: dict) -> str:
         f"{p['sampler']} {p['steps']} steps",
         f"model {(run['model']['sha256'] or '?')[:16]}  data {run['data_hash'][:16]}  cospeech {run['cospeech']}",
     ]
-    names = list(METRICS)
+    names = list(report.get("metrics", METRICS))
     head = f"{'system':<17}" + "".join(f"{n:>17}" for n in names)
     lines += [head, "-" * len(head)]
     for system, res in report["results"].items():
@@ -298,7 +359,7 @@ def format_table(report: dict) -> str:
     arrows = {"low": "lower is better", "gt": "nearer ground truth is better",
               "gt0": "nearer 0 is better"}
     lines.append("")
-    lines += [f"  {n}: {d} ({arrows[k]})" for n, (k, d) in METRICS.items()]
+    lines += [f"  {n}: {d} ({arrows[k]})" for n, (k, d) in METRICS.items() if n in names]
     lines.append("")
     for name, v in report["verdict"].items():
         metric, control = name.split(" vs ")
@@ -310,7 +371,7 @@ def format_table(report: dict) -> str:
 
 def format_markdown(report: dict, metrics=None) -> str:
     """The results as a markdown table (mean ± 95% interval)."""
-    names = list(metrics or METRICS)
+    names = [n for n in metrics or METRICS if n in report.get("metrics", METRICS)]
     lines = ["| system | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for system, res in report["results"].items():
         cells = [f"{res[n]['mean']:.3g} ± {res[n]['ci95']:.2g}" if res[n]["ci95"] else f"{res[n]['mean']:.3g}" for n in names]

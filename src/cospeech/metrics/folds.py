@@ -321,7 +321,8 @@ def run_folds(cache: FeatureCache, out: str | Path, cfg: FoldsConfig, evaluator,
     report = {"protocol": protocol, "protocol_sha256": digest,
               "run": {"set": _plain(typed_settings(cfg.settings)), "data_hash": cache.data_hash, "cache": str(cache.root),
                       "device": device, "cospeech": __version__},
-              "metrics": METRICS, "folds": per_fold, "steps": by_step}
+              "metrics": next(iter(reports.values()))["metrics"] if per_fold else METRICS, "folds": per_fold,
+              "steps": by_step}
     write_report(report, out / REPORT)
     return report
 
@@ -348,7 +349,8 @@ def format_folds(report: dict) -> str:
         f"  data {run['data_hash'][:16]}  cospeech {run['cospeech']}",
         f"step {steps[-1]}: mean over folds ± 95% interval",
     ]
-    names = list(METRICS)
+    names = list(report.get("metrics", METRICS))
+    curve = [n for n in CURVE if n in names]
     head = f"{'system':<17}" + "".join(f"{n:>19}" for n in names)
     lines += [head, "-" * len(head)]
     for system in SYSTEMS:
@@ -359,19 +361,19 @@ def format_folds(report: dict) -> str:
         metric, control = name.split(" vs ")
         lines.append(f"  model beats {control} on {metric} in {v['model_better']}/{v['folds']} folds")
     lines += ["", "model against training steps (mean over folds ± 95% interval)",
-              f"{'step':<17}" + "".join(f"{n:>19}" for n in CURVE)]
+              f"{'step':<17}" + "".join(f"{n:>19}" for n in curve)]
     for s in steps:
         res = report["steps"][s]["results"]["model"]
-        lines.append(f"{s:<17}" + "".join(f"{_cell(res[n]):>19}" for n in CURVE))
+        lines.append(f"{s:<17}" + "".join(f"{_cell(res[n]):>19}" for n in curve))
     truth = last["results"]["ground truth"]
-    lines.append(f"{'ground truth':<17}" + "".join(f"{_cell(truth[n]):>19}" for n in CURVE))
+    lines.append(f"{'ground truth':<17}" + "".join(f"{_cell(truth[n]):>19}" for n in curve))
     return "\n".join(lines)
 
 
 def format_markdown(report: dict, step: str | None = None, metrics=None) -> str:
     """The table of one step (default: the last) as markdown, mean ± 95% interval over folds."""
     step = step or list(report["steps"])[-1]
-    names = list(metrics or METRICS)
+    names = [n for n in metrics or METRICS if n in report.get("metrics", METRICS)]
     lines = ["| system | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for system, res in report["steps"][step]["results"].items():
         cells = [f"{res[n]['mean']:.3g} ± {res[n]['ci95']:.2g}" if np.isfinite(res[n]["ci95"]) and res[n]["ci95"]
