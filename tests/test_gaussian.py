@@ -2,10 +2,11 @@
 the model and does with its answer, and the ε / x0 / v formulas against diffusers' own forward
 process (`add_noise`, `get_velocity`)."""
 
+import numpy as np
 import pytest
 import torch
 
-from cospeech.diffusion import DiffusionConfig, sample, sample_scheduler, train_scheduler, training_loss
+from cospeech.diffusion import DiffusionConfig, derivative_spread, sample, sample_scheduler, train_scheduler, training_loss
 from cospeech.diffusion.gaussian import predicted_x0
 from cospeech.errors import CospeechError
 from cospeech.models import Condition
@@ -174,6 +175,32 @@ def test_training_loss_closed_form(prediction, velocity_weight, accel_weight, ma
                 + accel_weight * (e.diff(dim=1).diff(dim=1) ** 2 * triples).sum() / (3 * triples.sum()))
     assert float(loss) == pytest.approx(float(expected), rel=1e-6)
     assert len(set(model.t.tolist())) > 1  # steps drawn per row
+
+
+def test_scaled_derivatives_divide_each_channels_errors_by_the_datas_spread():
+    cfg = DiffusionConfig(prediction="sample", cond_dropout=0.0, velocity_weight=0.7, accel_weight=1.3,
+                          scaled_derivatives=True)
+    sched = train_scheduler(cfg)
+    x0, _, _ = forward_process(1)
+    delta = 0.1 * torch.randn(x0.shape, generator=gen(2), dtype=torch.float64)
+    spread = torch.tensor([[0.5, 1.0, 2.0], [0.05, 0.2, 4.0]], dtype=torch.float64)  # (2, D)
+    loss = training_loss(OffByDelta(x0, delta, cfg, sched), x0, audio_rows(b=4, t=6), cfg, sched, gen(3), spread=spread)
+    vel, acc = delta.diff(dim=1) / spread[0], delta.diff(dim=1).diff(dim=1) / spread[1]
+    expected = (delta**2).mean() + 0.7 * (vel**2).mean() + 1.3 * (acc**2).mean()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    with pytest.raises(CospeechError, match="spread"):
+        training_loss(OffByDelta(x0, delta, cfg, sched), x0, audio_rows(b=4, t=6), cfg, sched, gen(3))
+
+
+def test_derivative_spread_is_the_rms_velocity_and_acceleration_of_the_takes_holding_each_channel():
+    t = np.arange(10, dtype=np.float64)
+    a = np.stack([t, t**2 / 2, np.zeros(10)], axis=1)  # velocity 1 | t + 1/2, acceleration 0 | 1
+    b = np.stack([3 * t, np.full(10, 7.0), 100 * np.sin(t)], axis=1)  # its last channel is not held
+    got = derivative_spread([a, b], [np.array([1, 1, 1], bool), np.array([1, 1, 0], bool)], floor=1e-3)
+    vel_sq_1 = (np.diff(a[:, 1]) ** 2).sum()  # channel 1: b's velocity is 0 over its 9 differences
+    np.testing.assert_allclose(got[0], [np.sqrt((9 * 1 + 9 * 9) / 18), np.sqrt(vel_sq_1 / 18), 1e-3], rtol=1e-6)
+    np.testing.assert_allclose(got[1], [1e-3, np.sqrt(8 / 16), 1e-3], rtol=1e-6)
+    assert got.dtype == np.float32 and got.shape == (2, 3)
 
 
 def test_schedules_follow_the_config():

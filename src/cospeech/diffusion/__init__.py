@@ -1,12 +1,12 @@
 """Diffusion: training loss, samplers over diffusers schedulers, window fusion for long inputs."""
 
 from .gaussian import (
-    CLEAN, PREDICTIONS, SAMPLERS, Backbone, DiffusionConfig, Hook, noise_to, sample, sample_scheduler, train_scheduler,
-    training_loss,
+    CLEAN, PREDICTIONS, SAMPLERS, Backbone, DiffusionConfig, Hook, derivative_spread, noise_to, sample,
+    sample_scheduler, train_scheduler, training_loss,
 )
 from .windows import WindowFuser, window_starts
 
 __all__ = [
-    "CLEAN", "PREDICTIONS", "SAMPLERS", "Backbone", "DiffusionConfig", "Hook", "noise_to", "WindowFuser", "sample",
-    "sample_scheduler", "train_scheduler", "training_loss", "window_starts",
+    "CLEAN", "PREDICTIONS", "SAMPLERS", "Backbone", "DiffusionConfig", "Hook", "derivative_spread", "noise_to",
+    "WindowFuser", "sample", "sample_scheduler", "train_scheduler", "training_loss", "window_starts",
 ]

@@ -31,7 +31,7 @@ import torch
 from ..artifacts import load_tensors, read_json, save_tensors
 from ..atomic import fsync_path, replace_durably, write_text
 from ..data import FeatureCache, load_cache
-from ..diffusion import DiffusionConfig, train_scheduler, training_loss
+from ..diffusion import DiffusionConfig, derivative_spread, train_scheduler, training_loss
 from ..errors import CospeechError
 from ..generator import GeneratorConfig, MotionGenerator, condition_features, encoder_stream
 from ..models import Condition, DenoiserConfig, build_denoiser
@@ -238,6 +238,10 @@ def train(
     )
     motion_norm = cache.spec.fit_normalizer([t.motion for t in cache.takes], [t.mask for t in cache.takes])
     audio_norm = Normalizer.fit([condition_features(cache, t, encoder) for t in cache.takes])
+    spread = None
+    if dcfg.scaled_derivatives:  # (2, D), from the same takes as the normalisation
+        spread = torch.from_numpy(derivative_spread([motion_norm.normalize(t.motion) for t in cache.takes],
+                                                    [t.mask for t in cache.takes])).to(dev)
     if not resume:
         spec["data"] = {"root": str(cache.root), "hash": cache.data_hash, "takes": len(cache.takes),
                         "frames": int(sum(t.n_frames for t in cache.takes))}
@@ -286,7 +290,8 @@ def train(
             for m in range(accum):
                 x0, cond, frames, channels = sampler.build(mine[m * micro : (m + 1) * micro], dev)
                 with fabric.no_backward_sync(model, enabled=m < accum - 1):  # gradients meet once per step
-                    loss = training_loss(model, x0, cond, dcfg, scheduler, noise_gen, mask=frames, channel_mask=channels)
+                    loss = training_loss(model, x0, cond, dcfg, scheduler, noise_gen, mask=frames, channel_mask=channels,
+                                         spread=spread)
                     fabric.backward(loss / accum)
                 total += loss.detach()
             grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), tcfg.grad_clip)

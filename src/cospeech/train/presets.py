@@ -155,9 +155,10 @@ def parse_settings(items) -> dict[str, str]:
 PRESETS: dict[str, Preset] = {
     "default": Preset(
         "the bundled model: AdaLN-Zero transformer, width 192, 4 layers, speech low-passed to 6 Hz, x0-prediction "
-        "+ velocity and acceleration losses, DDIM 25",
+        "+ velocity and acceleration losses in units of the data's own spread per channel, DDIM 25",
         denoiser=dict(backbone="transformer", width=192, depth=4, heads=4, dropout=0.1, audio_smooth=5),
-        diffusion=DiffusionConfig(prediction="sample", sample_steps=25, velocity_weight=1.0, accel_weight=2.0),
+        diffusion=DiffusionConfig(prediction="sample", sample_steps=25, velocity_weight=1.0, accel_weight=0.2,
+                                  scaled_derivatives=True),
         train=TrainConfig(steps=2500, batch_size=24, lr=3e-4, window=120),
     ),
     "tiny": Preset(
