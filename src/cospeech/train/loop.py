@@ -36,6 +36,7 @@ from ..errors import CospeechError
 from ..generator import GeneratorConfig, MotionGenerator, condition_features, encoder_stream
 from ..models import Condition, DenoiserConfig, build_denoiser
 from ..motion import Normalizer
+from ..motion.mirror import mirror_map
 from . import distributed
 from .ema import Ema
 from .presets import TrainConfig, get_preset, typed_settings
@@ -52,9 +53,12 @@ class WindowSampler:
     """
 
     def __init__(self, cache: FeatureCache, motion_norm: Normalizer, audio_norm: Normalizer,
-                 speakers: tuple[str, ...], window: int, stride: int, encoder: dict | None = None):
+                 speakers: tuple[str, ...], window: int, stride: int, encoder: dict | None = None,
+                 mirror: bool = False):
         self.window = window
         self.rows = cache.windows(window, stride)  # (N, 2)
+        # with `mirror`, windows N..2N-1 are windows 0..N-1 mirrored left-right: one draw picks both
+        self.mirror = mirror_map(cache.spec) if mirror else None
         self.motion_norm, self.audio_norm = motion_norm, audio_norm
         self.motion = [t.motion for t in cache.takes]  # (T, D) each
         self.audio = [condition_features(cache, t, encoder) for t in cache.takes]  # (T, C) each, SSL frames appended
@@ -63,7 +67,8 @@ class WindowSampler:
 
     def draw(self, size: int, generator: torch.Generator) -> np.ndarray:
         """(size,) indices of windows, drawn from `generator` (the same on every rank)."""
-        return torch.randint(0, len(self.rows), (size,), generator=generator).numpy()
+        n = len(self.rows) * (2 if self.mirror is not None else 1)
+        return torch.randint(0, n, (size,), generator=generator).numpy()
 
     def batch(self, size: int, generator: torch.Generator, device: torch.device | str = "cpu"):
         """x0 (B, W, D), Condition, frame mask (B, W), channel mask (B, D), on `device`."""
@@ -78,9 +83,14 @@ class WindowSampler:
         frames = np.zeros((size, w), bool)
         channels = np.zeros((size, d), bool)
         speaker = np.zeros(size, np.int64)
-        for b, (take, start) in enumerate(self.rows[pick]):
+        for b, i in enumerate(pick):
+            take, start = self.rows[i % len(self.rows)]
             seg = slice(start, start + w)
-            motion = self.motion_norm.normalize(self.motion[take][seg])
+            raw = self.motion[take][seg]
+            if i >= len(self.rows):
+                perm, sign = self.mirror
+                raw = raw[:, perm] * sign
+            motion = self.motion_norm.normalize(raw)
             n = len(motion)
             x0[b, :n] = np.where(self.masks[take], motion, 0.0)
             audio[b, :n] = self.audio_norm.normalize(self.audio[take][seg])
@@ -270,7 +280,7 @@ def train(
                       file=sys.stderr, flush=True)
     model, opt = fabric.setup(net, optimizer)  # DDP across processes; autocast when the precision is mixed
 
-    sampler = WindowSampler(cache, motion_norm, audio_norm, speakers, tcfg.window, tcfg.stride, encoder)
+    sampler = WindowSampler(cache, motion_norm, audio_norm, speakers, tcfg.window, tcfg.stride, encoder, tcfg.mirror)
     scheduler = train_scheduler(dcfg)
     generator = MotionGenerator(gcfg, ema.model, motion_norm, audio_norm, {"speech_features": spec.get("speech_features")})
     from tqdm import tqdm

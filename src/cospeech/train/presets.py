@@ -43,6 +43,7 @@ class TrainConfig:
     stride: int | None = None  # frames between window starts; None = the cache's
     overlap: int | None = None  # frames shared by windows at generation; None = window // 4
     grad_accum: int = 1  # forward/backward passes per optimiser step; the batch (global) is split over them
+    mirror: bool = False  # draw each window as recorded or as its left-right mirror image (`motion.mirror`)
 
     def __post_init__(self):
         least = {"steps": 1, "batch_size": 1, "warmup": 0, "checkpoint_every": 1, "keep_checkpoints": 0, "log_every": 1,
