@@ -18,6 +18,7 @@ import cospeech
 from cospeech.audio import load_audio
 from cospeech.data import load_cache
 from cospeech.metrics import jerk
+from cospeech.metrics.conditioning import own_is_nearest, swap_distances
 from cospeech.metrics.kinematics import UPPER_BODY
 from cospeech.motion import joint_positions, smplx_skeleton
 
@@ -50,6 +51,18 @@ def jitter_line(model, cache) -> str:
             f"the upper body's mean jerk\n  relative to the pelvis is {gen_all:.0f} m/s³ against {gt_all:.0f} for the "
             f"ground truth ({gen_all / gt_all:.1f}×);\n  with the pelvis orientation held still it is {gen_body:.0f} "
             f"against {gt_body:.0f} ({gen_body / gt_body:.1f}×). See the Jerk column of the README's\n  evaluation table.\n")
+
+
+def conditioning_line(model, cache) -> str:
+    """The card's conditioning line, measured: each training take's motion against the motion generated
+    from its own speech and from every other training take's (`metrics.conditioning`)."""
+    ids, dist = swap_distances(model, cache)
+    own = own_is_nearest(dist)
+    others = dist[~np.eye(len(dist), dtype=bool)].reshape(len(dist), -1)
+    return (f"- Conditioning (measured by `tools/model_card.py`: each training take's first 10 s of motion against the "
+            f"motion generated, seed 0,\n  from its own speech and from each other take's): its own speech lands "
+            f"nearest for {own.sum()} of {len(own)} takes; upper-body\n  joint distance {np.diag(dist).mean() * 100:.1f} cm "
+            f"from its own speech against {others.mean() * 100:.1f} cm from the others'.\n")
 
 
 def drift_line(model, cache, minutes: int = 10) -> str:
@@ -104,7 +117,7 @@ def main(run: Path, folder: Path) -> None:
     root = cfg.spec.parts[0]
     root_line = {"anchored": "the root's height and place on the floor per frame (it cannot drift)",
                  "velocity": "the root's per-frame velocity, integrated (it drifts on long speech)"}.get(root.kind, root.kind)
-    measured = jitter_line(model, cache) + drift_line(model, cache)
+    measured = jitter_line(model, cache) + conditioning_line(model, cache) + drift_line(model, cache)
     text = f"""# cospeech bundled model
 
 The model `cospeech generate` uses when no `-m` is given. Reproduce it with
