@@ -79,3 +79,33 @@ def test_needs_face_and_gesture_parts():
         build_denoiser(cfg)
     with pytest.raises(CospeechError, match="needs the motion's parts"):
         build_denoiser(DenoiserConfig(motion_dim=16, audio_dim=7, n_speakers=1, backbone="diffsheg", width=16, heads=2))
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.5])
+def test_speech_encoded_once_per_sampling_run_gives_the_same_motion(guidance):
+    """`prepare_condition` runs the speech encoder once for all steps (it reads neither x_t nor t):
+    the motion is that of encoding at every step, guided or not, with windows split over calls."""
+    from cospeech.diffusion import DiffusionConfig, sample
+
+    model = make().eval()
+    calls = []
+    model.audio_mid[0].register_forward_hook(lambda *a: calls.append(1))
+    _, cond, _, noise = batch()
+    mask = torch.ones(3, 20, dtype=torch.bool)
+    mask[2, 15:] = False
+    cfg = DiffusionConfig(prediction="epsilon", sample_steps=6, guidance=guidance)
+
+    def every_step(x, t, c, m):  # the same network without the method: the encoder runs inside each call
+        return model(x, t, c, m)
+
+    runs = {}
+    for name, net in (("once", model), ("every", every_step)):
+        calls.clear()
+        runs[name] = sample(net, cond, tuple(noise.shape), cfg, torch.Generator().manual_seed(0), noise=noise.clone(),
+                            mask=mask, max_batch=2)
+        runs[name + "_calls"] = len(calls)
+    torch.testing.assert_close(runs["once"], runs["every"], rtol=1e-5, atol=1e-5)
+    assert runs["once_calls"] == 1 and runs["every_calls"] == 6 * 2  # 6 steps × 2 row chunks
+    null = cond.with_derived(speech=torch.ones(3, 20, 32)).with_null()
+    assert null.derived["speech"].shape == (6, 20, 32) and null.derived["speech"][3:].abs().max() == 0
+    assert null.rows(slice(1, 2)).derived["speech"].shape == (1, 20, 32)

@@ -230,6 +230,8 @@ def sample(
     before `hook`.
     noise: the initial sample (B, T, D), drawn from `generator` when None.
     max_batch: rows per network call, bounding memory for many windows.
+    A model with a `prepare_condition(cond, mask) -> cond` method computes there, once, what it
+    derives from the condition alone (DiffSHEG's speech encoder), into `cond.derived`.
     jump_length, jump_count: RePaint's resampling (Lugmayr et al. 2022): after every
     `jump_length` steps, x is noised back up by that many steps with the forward process
     (`renoise`) and those steps are run again, `jump_count` times, so the frames a hook holds
@@ -247,6 +249,9 @@ def sample(
         raise CospeechError(f"jump length must be ≥ 1 and jump count ≥ 0, got {jump_length!r} and {jump_count!r}")
     if jump_count and (sampler or cfg.sampler) == "dpmsolver":
         raise CospeechError("resampling (jump count > 0) needs the ddim or ddpm sampler; dpmsolver cannot step back")
+    prepare = getattr(model, "prepare_condition", None)
+    if prepare is not None:  # what the network derives from the condition alone, once for all steps
+        cond = prepare(cond, mask)
     sched = sample_scheduler(cfg, sampler)
     sched.set_timesteps(steps)
     device = cond.audio.device

@@ -103,13 +103,17 @@ class Condition:
     that reads only other streams may pass (B, T, 0)); speaker: (B,) int64, -1 = none;
     keep: (B,) bool or None (all kept); False rows are the CFG null condition;
     streams: name -> `Stream` with (B, Ta, C) features at its own rate;
-    style: (B, S) vector or (B, K, S) tokens, or None."""
+    style: (B, S) vector or (B, K, S) tokens, or None;
+    derived: name -> (B, ...) tensor a backbone computed from this condition alone, once for every
+    step of a sampling run (`prepare_condition`, see `diffusion.sample`); rows, null rows (zeros)
+    and devices follow the condition."""
 
     audio: torch.Tensor
     speaker: torch.Tensor
     keep: torch.Tensor | None = None
     streams: dict[str, Stream] = field(default_factory=dict)
     style: torch.Tensor | None = None
+    derived: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self):
         assert self.audio.dim() == 3, f"audio must be (B, T, C), got {tuple(self.audio.shape)}"
@@ -137,6 +141,7 @@ class Condition:
             torch.where(keep[:, None, None], self.audio, 0), torch.where(keep, self.speaker, -1), keep,
             {k: s._zero_rows(keep) for k, s in self.streams.items()},
             None if self.style is None else torch.where(keep.view(-1, *[1] * (self.style.dim() - 1)), self.style, 0),
+            {k: torch.where(keep.view(-1, *[1] * (v.dim() - 1)), v, 0) for k, v in self.derived.items()},
         )
 
     def dropout(self, p: float, generator: torch.Generator | None = None) -> "Condition":
@@ -155,6 +160,7 @@ class Condition:
             torch.cat([self.audio, null.audio]), torch.cat([self.speaker, null.speaker]), torch.cat([keep, null.keep]),
             {k: _cat_streams(s, null.streams[k]) for k, s in self.streams.items()},
             None if self.style is None else torch.cat([self.style, null.style]),
+            {k: torch.cat([v, null.derived[k]]) for k, v in self.derived.items()},
         )
 
     def rows(self, idx) -> "Condition":
@@ -162,10 +168,18 @@ class Condition:
         return Condition(
             self.audio[idx], self.speaker[idx], None if self.keep is None else self.keep[idx],
             {k: s.rows(idx) for k, s in self.streams.items()}, None if self.style is None else self.style[idx],
+            {k: v[idx] for k, v in self.derived.items()},
         )
 
     def to(self, device) -> "Condition":
         return Condition(
             self.audio.to(device), self.speaker.to(device), None if self.keep is None else self.keep.to(device),
             {k: s.to(device) for k, s in self.streams.items()}, None if self.style is None else self.style.to(device),
+            {k: v.to(device) for k, v in self.derived.items()},
         )
+
+    def with_derived(self, **tensors: torch.Tensor) -> "Condition":
+        """This condition with `derived` tensors (B, ...) added."""
+        for name, v in tensors.items():
+            assert v.shape[0] == self.audio.shape[0], f"derived {name!r} must have B rows"
+        return Condition(self.audio, self.speaker, self.keep, self.streams, self.style, {**self.derived, **tensors})

@@ -148,12 +148,26 @@ class DiffShegDenoiser(nn.Module):
         self.expression = Branch(df, df, cfg)
         self.gesture = Branch(dg + 2 * df, dg, cfg)  # noisy gesture, noisy face, the face's prediction
 
-    def speech(self, audio: torch.Tensor, keep: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """The shared speech encoding (B, T, M) of features (B, T, C); rows not kept: the null token."""
+    def encode_speech(self, audio: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The shared speech encoding (B, T, M) of features (B, T, C)."""
         s = nn.functional.gelu(self.audio_low(audio.transpose(1, 2)).transpose(1, 2))  # (B, T, M)
         for layer in self.audio_mid:
             s = layer(s, mask)
-        return torch.where(keep[:, None, None], s, self.null_audio.to(s.dtype))
+        return s
+
+    def speech(self, cond: Condition, mask: torch.Tensor | None) -> torch.Tensor:
+        """The speech encoding (B, T, M) of the condition (prepared once when sampling); rows not
+        kept: the null token."""
+        s = cond.derived.get("speech")
+        if s is None:
+            s = self.encode_speech(cond.audio, mask)
+        return torch.where(cond.kept()[:, None, None], s, self.null_audio.to(s.dtype))
+
+    def prepare_condition(self, cond: Condition, mask: torch.Tensor | None = None) -> Condition:
+        """The condition with its speech encoding: unlike the paper's speech encoder, ours reads
+        neither the noisy motion nor the step, so one pass serves every denoising step (a tenth of
+        a step's work at the paper's sizes, saved at all steps but the first)."""
+        return cond.with_derived(speech=self.encode_speech(cond.audio, mask))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, d = x.shape
@@ -163,7 +177,7 @@ class DiffShegDenoiser(nn.Module):
         keep = cond.kept()
         spk = torch.where(keep & (cond.speaker >= 0), cond.speaker, self.cfg.n_speakers)  # (B,)
         c = self.t_embed(t) + self.speaker(spk)  # (B, M)
-        speech = self.speech(cond.audio, keep, mask)  # (B, T, M)
+        speech = self.speech(cond, mask)  # (B, T, M)
         face_x, gesture_x = x[..., self.face_idx], x[..., self.gesture_idx]  # (B, T, Df), (B, T, Dg)
         face = self.expression(face_x, speech, c, mask)  # (B, T, Df)
         gesture = self.gesture(torch.cat([gesture_x, face_x, face.detach()], dim=-1), speech, c, mask)  # (B, T, Dg)
