@@ -217,6 +217,21 @@ def test_a_fold_trained_as_the_protocol_says_passes_its_check(cache, tmp_path):
         _check_run(run, training_record(cache, with_(cfg, settings={"denoiser.dropout": "0.2"})))
 
 
+def test_folds_of_a_face_only_preset_measure_the_face(cache, evaluator, tmp_path):
+    """DiffSpeaker generates jaw and expression only: each fold's evaluation and the folds table
+    hold the face metrics, and the protocol records the generated parts (one step, two folds)."""
+    cfg = FoldsConfig(k=2, preset="diffspeaker-tiny", train_steps=1, eval_at=(), samples=1, sample_steps=1)
+    report = run_folds(cache, tmp_path / "folds", cfg, evaluator, progress=False, log=lambda line: None)
+    face = ["FED", "FaceMSE", "FaceLVD", "LVE-FLAME", "FDD-FLAME"]
+    assert list(report["metrics"]) == face
+    assert report["protocol"]["evaluation"]["generated_parts"] == ["jaw", "expression"]
+    assert set(report["steps"]["1"]["results"]["model"]) == set(face)
+    assert set(report["steps"]["1"]["verdict"]) == {f"{m} vs {c}" for m in ("FED", "FaceMSE")
+                                                    for c in ("random real clip", "shuffled audio")}
+    text = format_folds(report)
+    assert "FaceMSE" in text and "FGD" not in text
+
+
 def test_evaluate_options_go_with_their_mode(capsys, cache_dir, tmp_path):
     for argv, msg in [(["evaluate", "--data", str(cache_dir)], "name the model"),
                       (["evaluate", "bundled", "--data", str(cache_dir), "--train-steps", "5"], "--train-steps trains models"),

@@ -160,18 +160,25 @@ def training_record(cache: FeatureCache, cfg: FoldsConfig) -> dict:
             "motion_spec": cache.spec.to_dict()}  # what the models learn to produce (e.g. the root's encoding)
 
 
-def evaluation_settings(evaluator, fps: float, diffusion: dict, cfg: FoldsConfig) -> dict:
-    """The evaluation protocol every fold shares: `evaluation_protocol` less what names the clips."""
+def evaluation_settings(evaluator, fps: float, diffusion: dict, cfg: FoldsConfig, generated=None) -> dict:
+    """The evaluation protocol every fold shares: `evaluation_protocol` less what names the clips;
+    `generated`: the parts a model of some of the cache's parts generates (as `evaluate` records them)."""
     from ..diffusion import DiffusionConfig
 
     model = SimpleNamespace(cfg=SimpleNamespace(fps=fps, diffusion=DiffusionConfig.from_dict(diffusion)))
     protocol = evaluation_protocol(model, evaluator, [], [], HELD_OUT, cfg.samples, cfg.seed, cfg.sample_steps)
+    if generated:
+        protocol["generated_parts"] = list(generated)
     return _plain({k: v for k, v in protocol.items() if k not in PER_FOLD})
 
 
 def folds_protocol(cache: FeatureCache, folds: list[Fold], cfg: FoldsConfig, evaluator) -> dict:
     """The one protocol of a folds run: fold definition, training, shared evaluation settings."""
+    from ..train import get_preset
+
     training = training_record(cache, cfg)
+    parts = get_preset(cfg.preset).parts
+    generated = cache.spec.select(parts)[0].names if parts and set(cache.spec.names) - set(parts) else None
     return _plain({
         "kind": "folds",
         "folds": {
@@ -179,7 +186,7 @@ def folds_protocol(cache: FeatureCache, folds: list[Fold], cfg: FoldsConfig, eva
             "held_out": [[asdict(p) for p in f.held_out] for f in folds],
         },
         "training": training,
-        "evaluation": evaluation_settings(evaluator, cache.fps, training["diffusion"], cfg),
+        "evaluation": evaluation_settings(evaluator, cache.fps, training["diffusion"], cfg, generated),
     })
 
 
