@@ -11,6 +11,11 @@ usage: python tools/jitter_diagnosis.py MODEL CACHE [--frames N]
 - `speech_low_pass`: the jerk of sampled motion when the speech features are averaged over k
   frames before the network reads them (k = 1: as trained): how much of it follows
   frame-to-frame changes of the speech features.
+- `output_low_pass` (a probe, never applied to a model's output): the jerk of the generated
+  motion after a Gaussian of σ frames over time. If σ = 1 brings it to the real motion's, the
+  excess is frame-to-frame noise, not faster gestures.
+- `third_difference`: per part, the mean |third difference| of the normalised features, generated
+  and real: where the noise sits against how fast each part really moves.
 Jerk as in the README's table: mean jerk (m/s³) of the upper-body joints relative to the pelvis.
 """
 
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.ndimage import gaussian_filter1d
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -74,6 +80,14 @@ def main() -> None:
         mix = real.copy()
         mix[:, sl] = gen[:, sl]
         out["swap_one_part"][part] = round(upper_body_jerk(model, mix), 1)
+    for sigma in (0.7, 1.0, 2.0):
+        out.setdefault("output_low_pass", {})[f"sigma={sigma:g}"] = round(
+            upper_body_jerk(model, gaussian_filter1d(gen, sigma, axis=0)), 1)
+    z_gen, z_real = model.motion_norm.normalize(gen), model.motion_norm.normalize(real)
+    out["third_difference"] = {
+        part: {"generated": round(float(np.abs(np.diff(z_gen[:, sl], 3, axis=0)).mean()), 4),
+               "real": round(float(np.abs(np.diff(z_real[:, sl], 3, axis=0)).mean()), 4)}
+        for part, sl in cfg.spec.slices().items() if take.mask[sl].any()}
     for k in (1, 3, 5, 9):
         smoothed = model.sample_features(box(audio, k), seed=0, speaker=speaker)
         out["speech_low_pass"][f"k={k}"] = round(upper_body_jerk(model, smoothed), 1)

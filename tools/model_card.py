@@ -1,7 +1,7 @@
 """Write a model card for a trained run from what the run measured (run.json, metrics.jsonl) and what
 the model does on its training audio (jitter).
 
-usage: python tools/model_card.py RUN MODEL_FOLDER
+usage: python tools/model_card.py RUN MODEL_FOLDER [FOLDS_REPORT]   # FOLDS_REPORT: an `evaluate --folds` report.json
        python tools/model_card.py --jitter MODEL_FOLDER CACHE   # re-measure only the card's jitter line
 """
 
@@ -91,7 +91,34 @@ def refresh_jitter(folder: Path, cache_path: Path) -> None:
     print(line, end="")
 
 
-def main(run: Path, folder: Path) -> None:
+def folds_section(path: Path) -> str:
+    """The card's section on a folds report (`cospeech evaluate --folds`): the recipe it trained and
+    the model against the ground truth and the controls at the last evaluated step."""
+    report = json.loads(path.read_text())
+    tr, folds = report["protocol"]["training"], report["protocol"]["folds"]
+    step = list(report["steps"])[-1]
+    res = report["steps"][step]["results"]
+    settings = " ".join(f"--set {k}={v}" for k, v in report["run"]["set"].items())
+
+    def cell(system, metric):
+        v = res[system][metric]
+        return f"{v['mean']:.3g} ± {v['ci95']:.2g}" if system == "model" else f"{v['mean']:.3g}"
+
+    rows = "\n".join(f"| {m} | {cell('model', m)} | {cell('ground truth', m)} | {cell('random real clip', m)} | "
+                     f"{cell('shuffled audio', m)} |" for m in ("FGD", "FMD", "FED", "BeatAlign", "Jerk"))
+    return f"""
+## On the folds (measured)
+`cospeech evaluate --folds {folds['k']}` over the same clips: each fold trains preset `{tr['preset']}`{' ' + settings if settings
+    else ''} for {tr['train']['steps']} steps without its held-out parts and evaluates them (protocol
+`{report['protocol_sha256'][:16]}`; mean over folds ± 95% interval at step {step}):
+
+| metric | model | ground truth | random real clip | shuffled audio |
+|---|---:|---:|---:|---:|
+{rows}
+"""
+
+
+def main(run: Path, folder: Path, folds: Path | None = None) -> None:
     spec = json.loads((run / "run.json").read_text())
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     model = cospeech.load_model(folder)
@@ -112,6 +139,8 @@ def main(run: Path, folder: Path) -> None:
         loss_name += f" + {cfg.diffusion.velocity_weight:g} × velocity MSE"
     if cfg.diffusion.accel_weight:
         loss_name += f" + {cfg.diffusion.accel_weight:g} × acceleration MSE"
+    if cfg.diffusion.scaled_derivatives:
+        loss_name += " (velocity and acceleration errors in units of the data's own spread per channel)"
     smooth = (f"; each frame reads its speech features low-passed by a {den.audio_smooth}-frame Hann window"
               if den.audio_smooth > 1 else "")
     root = cfg.spec.parts[0]
@@ -152,6 +181,7 @@ in the `train` split; data hash `{spec["data"]["hash"][:16]}…`.
 - Training loss ({loss_name}, normalised features, smoothed): {first["loss_smooth"]:.3f} at step
   {first["step"]} → {last["loss_smooth"]:.4f} at step {last["step"]} (lowest {best["loss_smooth"]:.4f} at step {best["step"]}).
 
+{folds_section(folds) if folds else ""}
 ## Limits — read before use
 - About two minutes of motion: the model reproduces its training clips closely and produces
   plausible but generic gestures for new speech. It is a working default for trying the
@@ -175,4 +205,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "--jitter":
         refresh_jitter(Path(sys.argv[2]), Path(sys.argv[3]))
     else:
-        main(Path(sys.argv[1]), Path(sys.argv[2]))
+        main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None)
