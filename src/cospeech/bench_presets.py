@@ -136,12 +136,13 @@ def run_job(job: dict) -> dict:
     x0 = torch.randn(b, w, d, generator=g)
     cond = Condition(torch.randn(b, w, c, generator=g), torch.arange(b) % len(gcfg.speakers))
     sched = train_scheduler(p.diffusion)
+    spread = torch.ones(2, d) if p.diffusion.scaled_derivatives else None  # the data's spread; its values cost nothing
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        training_loss(model, x0, cond, p.diffusion, sched, g).backward()
+        training_loss(model, x0, cond, p.diffusion, sched, g, spread=spread).backward()
         opt.step()
 
     step()  # warm-up: kernels, allocator, optimizer state
