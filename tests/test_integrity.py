@@ -69,7 +69,9 @@ def test_bundled_model_follows_its_audio(beat2_take):
     the recorded motion than motion from the same take's speech 30 s later."""
     own, other = audio_errors(cospeech.load_model(), beat2_take)
     assert own < AUDIO_MARGIN * other, (own, other)
-    assert own < 0.3, own  # and near the ground truth outright (normalised units; random weights: ~1.3)
+    # and near the ground truth outright: less than half the variance of the normalised motion left
+    # (the mean pose leaves all of it, ~1; random weights ~1.3)
+    assert own < 0.5, own
 
 
 def test_the_check_fails_for_random_weights(beat2_take, tmp_path):

@@ -18,7 +18,7 @@ def test_info_of_the_bundled_model_names_its_data_metrics_and_licence(capsys):
     sections = [line for line in out.splitlines() if line and not line.startswith(" ")]
     assert [s.split(":")[0] for s in sections] == ["model", "config", "data", "metrics", "licence"]
     assert "3.23 M parameters" in out and "3406 frames (1.9 min)" in out
-    assert "1.0624 at the first step -> 0.1155 at step 2500" in out
+    assert "2.1829 at the first step -> 0.4050 at step 2500" in out
     assert "non-commercial research only" in out and "CC BY-NC 4.0" in out
 
 
