@@ -164,10 +164,10 @@ def evaluate(model: MotionGenerator, cache: FeatureCache, evaluator: MotionEvalu
         raise CospeechError("--samples must be ≥ 1")
     spec = cache.spec
     partial = model.cfg.spec != spec
-    if partial:
-        if not set(model.cfg.spec.names) < set(spec.names) or spec.select(model.cfg.spec.names)[0] != model.cfg.spec:
+    if partial:  # the model's parts must be some of the cache's, encoded alike
+        sub, cols = spec.select(model.cfg.spec.names) if set(model.cfg.spec.names) < set(spec.names) else (None, None)
+        if sub != model.cfg.spec:
             raise CospeechError(f"{cache.root}: prepared with another motion spec than the model uses")
-        cols = spec.select(model.cfg.spec.names)[1]
     if cache.audio_cfg != model.cfg.audio or abs(cache.fps - model.cfg.fps) > 1e-6:
         raise CospeechError(f"{cache.root}: prepared with other fps, features or motion spec than the model uses")
     evaluator.check_spec(spec)

@@ -45,7 +45,7 @@ from ..artifacts import read_json
 from ..atomic import write_text
 from ..data import FeatureCache
 from ..errors import CospeechError
-from .evaluate import METRICS, SYSTEMS, evaluation_protocol, protocol_hash
+from .evaluate import METRICS, SYSTEMS, evaluation_protocol, measured_metrics, protocol_hash
 
 HELD_OUT = "held-out"  # the split name of a fold's held-out parts in its evaluation cache
 PROTOCOL = "protocol.json"
@@ -328,8 +328,8 @@ def run_folds(cache: FeatureCache, out: str | Path, cfg: FoldsConfig, evaluator,
     report = {"protocol": protocol, "protocol_sha256": digest,
               "run": {"set": _plain(typed_settings(cfg.settings)), "data_hash": cache.data_hash, "cache": str(cache.root),
                       "device": device, "cospeech": __version__},
-              "metrics": next(iter(reports.values()))["metrics"] if per_fold else METRICS, "folds": per_fold,
-              "steps": by_step}
+              "metrics": measured_metrics(protocol["evaluation"].get("generated_parts") or cache.spec.names, evaluator),
+              "folds": per_fold, "steps": by_step}
     write_report(report, out / REPORT)
     return report
 
